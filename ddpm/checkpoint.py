@@ -1,0 +1,132 @@
+"""Loading DDPM checkpoints safely (never unpickling code) with errors a user can act on.
+
+Two layouts are read:
+* the converted original checkpoints (pesser/pytorch_diffusion): a plain state dict;
+* ermongroup/ddim's own training output `ckpt.pth`: a list
+  `[model_state ("module." prefixes), optimizer_state, epoch, step, ema_state?]`; the EMA state is
+  used when present.
+"""
+
+import hashlib
+import logging
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, refused, or does not fit the model."""
+
+
+def md5sum(path, chunk=1 << 20):
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_file(path, md5=None, source=""):
+    """Existence and (optional) md5 of a checkpoint file, before anything is unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        where = f" Download it from {source}" if source else ""
+        expect = f" (md5 {md5})" if md5 else ""
+        raise CheckpointError(f"checkpoint not found: {path}.{where}{expect} and put it at that path.")
+    if md5:
+        actual = md5sum(path)
+        if actual != md5:
+            raise CheckpointError(
+                f"md5 mismatch for {path}: expected {md5}, got {actual}. The file is incomplete or a "
+                "different checkpoint; for your own checkpoint skip the check with "
+                "`checkpoint.md5=null` (or md5=None in Python)."
+            )
+
+
+def safe_load(path, safe_globals=()):
+    """`torch.load(weights_only=True)` with errors that say why a file was refused.
+
+    `safe_globals` lists (stand-in class, "module.Name") pairs that may be unpickled as harmless
+    stand-ins (used for Lightning checkpoints); nothing from the file is ever imported or run.
+    """
+    try:
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"refused to load {path}: it pickles the Python object `{found.group(1)}`, which is not "
+                "tensor data. Unpickling it could execute arbitrary code, so the file was not loaded."
+            ) from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # zip, EOF and unpickler errors of a truncated or foreign file
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint: it is truncated, corrupt or another kind of "
+            f"file ({str(e).splitlines()[0]})"
+        ) from None
+
+
+def _strip(state, prefix="module."):
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+
+
+def extract_state_dict(obj, path="checkpoint"):
+    """(state dict, which part was used) from a loaded DDPM checkpoint object."""
+    if isinstance(obj, (list, tuple)):  # ermongroup/ddim ckpt.pth
+        if len(obj) >= 5 and isinstance(obj[4], dict) and obj[4]:
+            return _strip(obj[4]), "EMA weights (ckpt.pth entry 4)"
+        if obj and isinstance(obj[0], dict):
+            return _strip(obj[0]), "raw model weights (ckpt.pth entry 0; no EMA state in the file)"
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return _strip(obj), "state dict"
+    raise CheckpointError(
+        f"{path} holds a {type(obj).__name__} that is neither a state dict nor an ermongroup/ddim ckpt.pth list"
+    )
+
+
+def _preview(keys, n=5):
+    keys = list(keys)
+    more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def check_state_dict(model, state, path="checkpoint", known_models=None):
+    """Raise a CheckpointError naming missing/unexpected keys and shape mismatches.
+
+    `known_models` maps config names to models (on `meta` is enough) for a hint when the state
+    dict belongs to another known architecture.
+    """
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {got[k]} != {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
+    if not (missing or unexpected or shapes):
+        return
+    lines = [f"{path} does not fit the model:"]
+    if missing:
+        lines.append(f"  {len(missing)} missing key(s): {_preview(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected key(s): {_preview(unexpected)}")
+    if shapes:
+        lines.append(f"  {len(shapes)} shape mismatch(es) (checkpoint != model): {_preview(shapes, 3)}")
+    for name, other in (known_models or {}).items():
+        if {k: tuple(v.shape) for k, v in other.state_dict().items()} == got:
+            lines.append(f"  hint: these weights match the `{name}` config; use --config {name}")
+            break
+    raise CheckpointError("\n".join(lines))
+
+
+def load_weights(model, path, md5=None, source="", known_models=None):
+    """Load a DDPM checkpoint into `model` (strict) and return `model`."""
+    check_file(path, md5, source)
+    state, used = extract_state_dict(safe_load(path), path)
+    check_state_dict(model, state, path, known_models)
+    model.load_state_dict(state, strict=True)
+    log.info("loaded %s from %s", used, path)
+    return model

@@ -1,0 +1,116 @@
+"""YAML configs validated by dataclass schemas (OmegaConf structured configs).
+
+One YAML per checkpoint ships in `ddpm/configs/` (and `ldm/configs/`). A config is found by path or
+by bare name (`lsun_church`, `lsun_church.yaml`); an unknown or mistyped key is an error that names
+the key and the file.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be found, parsed or validated."""
+
+
+@dataclass
+class ModelConfig:
+    ch: int = 128
+    out_ch: int = 3
+    ch_mult: List[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    num_res_blocks: int = 2
+    attn_resolutions: List[int] = field(default_factory=lambda: [16])
+    dropout: float = 0.1
+    resamp_with_conv: bool = True
+    in_channels: int = 3
+    resolution: int = 32
+
+
+@dataclass
+class DiffusionConfig:
+    beta_schedule: str = "linear"   # betas = linspace(beta_start, beta_end, num_timesteps), float64
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    num_timesteps: int = 1000
+    var_type: str = "fixedlarge"    # variance of the ancestral (ddpm) sampler: fixedlarge | fixedsmall
+
+
+@dataclass
+class SamplingConfig:
+    sampler: str = "ddim"           # ddim | plms | ddpm
+    steps: int = 100                # sampler steps S
+    skip_type: str = "uniform"      # timestep spacing: uniform | quad
+    eta: float = 0.0                # DDIM stochasticity (0 = deterministic)
+    cache_interval: int = 1         # DeepCache N (1 = no caching)
+    cache_branch: int = 2           # skip index whose consumer's input is cached
+    cache_schedule: str = "uniform"  # uniform | nonuniform | power
+    cache_center: Optional[int] = None  # nonuniform: centre step c of Eq. 7
+    cache_power: Optional[float] = None  # nonuniform / power: exponent p
+    batch_size: int = 64
+
+
+@dataclass
+class CheckpointConfig:
+    file: str = ""                  # path under checkpoints/
+    md5: Optional[str] = None       # expected md5; null skips the check (own checkpoints)
+    source: str = ""                # where to download it
+
+
+@dataclass
+class DDPMConfig:
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+def find_config(name_or_path, config_dir=CONFIG_DIR):
+    """A config file by path, or by bare name in `config_dir` (with or without `.yaml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
+    candidate = Path(config_dir) / f"{stem}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(sorted(p.stem for p in Path(config_dir).glob("*.yaml")))
+    raise ConfigError(f"config {str(name_or_path)!r} not found (neither a file nor a name among: {known})")
+
+
+def load_structured(data, schema, overrides=(), source="config"):
+    """Validate `data` (a dict or DictConfig) and `key=value` overrides against a dataclass schema."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), data, OmegaConf.from_dotlist(list(overrides)))
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"{source}: missing required key(s): {', '.join(missing)}")
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        what = str(e).splitlines()[0]
+        if "not in" in what or "Key '" in what and "not" in what:
+            raise ConfigError(f"{source}: unknown config key {key!r} ({what})") from None
+        raise ConfigError(f"{source}: invalid value for {key!r}: {what}") from None
+
+
+def load_config(name_or_path, overrides=()):
+    """A validated `DDPMConfig` from a config path or bare name, plus `key=value` overrides."""
+    path = find_config(name_or_path)
+    try:
+        data = OmegaConf.load(path)
+    except Exception as e:
+        raise ConfigError(f"{path}: not a readable YAML file ({e})") from None
+    return load_structured(data, DDPMConfig, overrides, source=str(path))
+
+
+def to_dict(cfg):
+    """A plain dict of a config dataclass (for run records)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,31 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def load_fixture(relpath):
+    return torch.load(FIXTURES / relpath, map_location="cpu", weights_only=True)
+
+
+def tiny_ddpm(name):
+    """(UNet with the golden weights, forward fixture) for tiny model T1 or T2."""
+    from ddpm import UNet
+
+    fwd = load_fixture(f"ddpm/tiny/{name}_forward.pt")
+    c = fwd["config"]["model"]
+    unet = UNet(
+        ch=c["ch"], out_ch=c["out_ch"], ch_mult=c["ch_mult"], num_res_blocks=c["num_res_blocks"],
+        attn_resolutions=c["attn_resolutions"], dropout=c["dropout"], resamp_with_conv=c["resamp_with_conv"],
+        in_channels=c["in_channels"], resolution=fwd["config"]["data"]["image_size"],
+    )
+    unet.load_state_dict(load_fixture(f"ddpm/tiny/{name}_state_dict.pt"), strict=True)
+    return unet.eval(), fwd
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():
+        yield
