@@ -1,0 +1,15 @@
+"""Diffusion samplers with DeepCache schedules, for any U-Net that follows the contract.
+
+    eps = unet(x, t, **kw); eps, cached = unet.forward_full(x, t, branch=k, **kw)
+    eps = unet.forward_partial(x, t, cached, branch=k, **kw); unet.num_branches
+
+Imports neither `ddpm` nor `ldm`.
+"""
+
+from .guidance import ClassifierFreeGuidance
+from .noise import PerImageRNG
+from .sampling import ddim_sample, ddpm_sample, plms_sample
+from .schedules import CacheSchedule, make_timesteps
+
+__all__ = ["ddim_sample", "plms_sample", "ddpm_sample", "CacheSchedule", "make_timesteps",
+           "ClassifierFreeGuidance", "PerImageRNG"]

@@ -1,0 +1,114 @@
+"""Timestep sequences and DeepCache cache schedules (pure data)."""
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, offset=0):
+    """Ascending training timesteps visited by a sampler of `num_steps` steps.
+
+    `uniform`: range(0, T, T // S) (more than S entries when S does not divide T).
+    `quad`: int(linspace(0, sqrt(0.8 T), S) ** 2); duplicates are kept, each is a step.
+    `offset=1` gives the CompVis LDM convention (1, 101, ..., 901 for S = 10).
+    """
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, got {num_steps}")
+    if skip_type == "uniform":
+        seq = list(range(0, num_train_timesteps, num_train_timesteps // num_steps))
+    elif skip_type == "quad":
+        seq = [int(s) for s in np.linspace(0, np.sqrt(num_train_timesteps * 0.8), num_steps) ** 2]
+    else:
+        raise ValueError(f"unknown skip_type {skip_type!r} (uniform | quad)")
+    return [t + offset for t in seq]
+
+
+KINDS = ("uniform", "nonuniform", "power", "explicit")
+
+
+@dataclass(frozen=True, init=False)
+class CacheSchedule:
+    """Which sampler steps are full (step 0 = noisiest) and which skip branch is cached.
+
+    kind:
+      * `uniform`: full iff i % interval == 0, so ceil(S / N) full steps;
+      * `nonuniform`: DeepCache Eq. 7, full steps dense around step `center`:
+        k = ceil(S / N) points l = linspace(-c^(1/p), (S-c)^(1/p), k + 1) without the last one (it
+        maps to the end of sampling, S), full steps = unique(trunc(sign(l) |l|^p + c)) with 0;
+      * `power`: the rule of DeepCache's LDM code, dense at the first steps:
+        unique(int(linspace(0, S^(1/p), k + 1) ** p)) without its last entry;
+      * `explicit`: the given `full_steps` (must contain 0).
+    `interval=1` (every step full) is the uncached sampler.
+    """
+
+    interval: int = 1
+    branch: int = 0
+    kind: str = "uniform"
+    center: Optional[int] = None
+    power: Optional[float] = None
+    explicit_steps: Optional[Tuple[int, ...]] = None
+
+    def __init__(self, interval=1, branch=0, kind="uniform", center=None, power=None, full_steps=None):
+        set_ = object.__setattr__
+        set_(self, "interval", interval)
+        set_(self, "branch", branch)
+        set_(self, "kind", kind)
+        set_(self, "center", center)
+        set_(self, "power", power)
+        set_(self, "explicit_steps", None if full_steps is None else tuple(int(i) for i in full_steps))
+        self._check()
+
+    def _check(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown cache schedule kind {self.kind!r} ({' | '.join(KINDS)})")
+        if not isinstance(self.interval, int) or self.interval < 1:
+            raise ValueError(f"cache interval must be an integer >= 1, got {self.interval!r}")
+        if not isinstance(self.branch, int) or self.branch < 0:
+            raise ValueError(f"cache branch must be an integer >= 0, got {self.branch!r}")
+        if self.kind in ("nonuniform", "power") and (self.power is None or self.power <= 0):
+            raise ValueError(f"a {self.kind} cache schedule needs power > 0, got {self.power!r}")
+        if self.kind == "nonuniform" and self.center is None:
+            raise ValueError("a nonuniform cache schedule needs a center step")
+        if self.kind == "explicit":
+            steps = self.explicit_steps
+            if not steps or 0 not in steps:
+                raise ValueError(f"an explicit cache schedule must contain step 0, got {steps}")
+            if list(steps) != sorted(set(steps)):
+                raise ValueError(f"explicit full steps must be strictly increasing, got {steps}")
+
+    def full_steps(self, num_steps):
+        """Sorted indices of the full steps among `num_steps` steps."""
+        S, N = num_steps, self.interval
+        k = math.ceil(S / N)
+        if self.kind == "uniform":
+            steps = range(0, S, N)
+        elif self.kind == "explicit":
+            if self.explicit_steps[-1] >= S:
+                raise ValueError(f"explicit full step {self.explicit_steps[-1]} is outside steps 0..{S - 1}")
+            steps = self.explicit_steps
+        elif self.kind == "power":
+            steps = np.unique((np.linspace(0, S ** (1 / self.power), k + 1) ** self.power).astype(int))[:-1]
+        else:
+            c, p = self.center, self.power
+            if not 0 <= c < S:
+                raise ValueError(f"cache center {c} is outside steps 0..{S - 1}")
+            l = np.linspace(-(c ** (1 / p)), (S - c) ** (1 / p), k + 1)[:-1]
+            steps = np.trunc(np.sign(l) * np.abs(l) ** p + c).astype(int).clip(0, S - 1)
+        return sorted({0, *(int(i) for i in steps)})
+
+    def full_mask(self, num_steps):
+        """[is step i full for i in range(num_steps)]."""
+        full = set(self.full_steps(num_steps))
+        return [i in full for i in range(num_steps)]
+
+    def is_full(self, i, num_steps):
+        return i in self.full_steps(num_steps)
+
+    def validate(self, num_steps, num_branches):
+        """Raise before any work if this schedule cannot run `num_steps` steps on a U-Net."""
+        if self.interval > 1 or self.kind != "uniform":
+            if self.branch >= num_branches:
+                raise ValueError(f"cache branch {self.branch} is out of range: the U-Net has branches 0..{num_branches - 1}")
+        self.full_steps(num_steps)
