@@ -7,6 +7,7 @@ Two layouts are read:
   used when present.
 """
 
+import contextlib
 import hashlib
 import logging
 import pickle
@@ -30,13 +31,19 @@ def md5sum(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def check_file(path, md5=None, source=""):
-    """Existence and (optional) md5 of a checkpoint file, before anything is unpickled."""
+def check_file(path, md5=None, source="", size=None):
+    """Existence, (optional) size and (optional) md5 of a checkpoint file, before unpickling it."""
     path = Path(path)
     if not path.is_file():
         where = f" Download it from {source}" if source else ""
-        expect = f" (md5 {md5})" if md5 else ""
+        expect = ", ".join(x for x in [f"md5 {md5}" if md5 else "", f"{size:,} bytes" if size else ""] if x)
+        expect = f" ({expect})" if expect else ""
         raise CheckpointError(f"checkpoint not found: {path}.{where}{expect} and put it at that path.")
+    if size and path.stat().st_size != size:
+        raise CheckpointError(
+            f"{path} has {path.stat().st_size:,} bytes, expected {size:,}: the download is incomplete or "
+            "it is another file; for your own checkpoint skip the check with `checkpoint.size=null`."
+        )
     if md5:
         actual = md5sum(path)
         if actual != md5:
@@ -50,11 +57,15 @@ def check_file(path, md5=None, source=""):
 def safe_load(path, safe_globals=()):
     """`torch.load(weights_only=True)` with errors that say why a file was refused.
 
-    `safe_globals` lists (stand-in class, "module.Name") pairs that may be unpickled as harmless
-    stand-ins (used for Lightning checkpoints); nothing from the file is ever imported or run.
+    `safe_globals` lists harmless stand-in classes whose `__module__.__qualname__` names a global the
+    file may contain (used for Lightning checkpoints); nothing from the file is imported or run.
     """
+    allowed = getattr(torch.serialization, "safe_globals", None)  # a context manager from torch 2.5 on
+    if allowed is None:
+        torch.serialization.add_safe_globals(list(safe_globals))
+        allowed = lambda _: contextlib.nullcontext()  # noqa: E731
     try:
-        with torch.serialization.safe_globals(list(safe_globals)):
+        with allowed(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))

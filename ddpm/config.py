@@ -60,6 +60,7 @@ class SamplingConfig:
 class CheckpointConfig:
     file: str = ""                  # path under checkpoints/
     md5: Optional[str] = None       # expected md5; null skips the check (own checkpoints)
+    size: Optional[int] = None      # expected size in bytes; null skips the check
     source: str = ""                # where to download it
 
 

@@ -2,15 +2,9 @@
 
 Mirrors `models/diffusion.py` of ermongroup/ddim (= pesser/pytorch_diffusion): module names,
 state-dict keys and arithmetic are the original ones, so the converted TensorFlow checkpoints load
-with `strict=True`. DeepCache (Ma et al., CVPR 2024, Algorithm 1) adds two entry points:
-
-* `forward_full(x, t, branch=k)` runs the whole network and also returns the cached feature, the
-  input `h` of the up block that consumes skip `hs[k]` (taken before the concatenation);
-* `forward_partial(x, t, cached, branch=k)` recomputes only `hs[0..k]` and the up blocks from that
-  consumer to the output, starting from `cached`.
-
-Both run the same down/up loops as `forward`, stopped at different depths, so a partial pass
-right after a full pass at the same inputs reproduces it bit for bit, for any `num_res_blocks`.
+with `strict=True`. `forward_full` / `forward_partial` (DeepCache) come from `DeepCacheUNet`; the
+skip list is `hs[0] = conv_in(x)`, then every down ResnetBlock(+attn) and Downsample output, so the
+branch mapping holds for any `num_res_blocks`.
 """
 
 import math
@@ -18,6 +12,8 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .deepcache import DeepCacheUNet
 
 
 def get_timestep_embedding(t, dim):
@@ -65,22 +61,27 @@ class Downsample(nn.Module):
 
 
 class ResnetBlock(nn.Module):
+    """Pre-activation residual block; `temb_channels=0` (autoencoders) has no time embedding."""
+
     def __init__(self, in_channels, out_channels, temb_channels, dropout):
         super().__init__()
         self.norm1 = Normalize(in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=1, padding=1)
-        self.temb_proj = nn.Linear(temb_channels, out_channels)
+        if temb_channels > 0:
+            self.temb_proj = nn.Linear(temb_channels, out_channels)
         self.norm2 = Normalize(out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1)
+        self.in_channels, self.out_channels = in_channels, out_channels
         if in_channels != out_channels:
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, stride=1, padding=0)
 
-    def forward(self, x, temb):
+    def forward(self, x, temb=None):
         h = self.conv1(nonlinearity(self.norm1(x)))
-        h = h + self.temb_proj(nonlinearity(temb))[:, :, None, None]
+        if temb is not None:
+            h = h + self.temb_proj(nonlinearity(temb))[:, :, None, None]
         h = self.conv2(self.dropout(nonlinearity(self.norm2(h))))
-        if hasattr(self, "nin_shortcut"):
+        if self.in_channels != self.out_channels:
             x = self.nin_shortcut(x)
         return x + h
 
@@ -108,7 +109,7 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(h)
 
 
-class UNet(nn.Module):
+class UNet(DeepCacheUNet):
     """eps-prediction U-Net; `unet(x [B,C,H,W], t [B] training timesteps) -> eps [B,out_ch,H,W]`."""
 
     def __init__(
@@ -213,48 +214,18 @@ class UNet(nn.Module):
         h = self.mid.attn_1(h)
         return self.mid.block_2(h, temb)
 
-    def _up(self, h, hs, temb, start, cache_at=None):
-        """Up blocks `start..` in execution order; also returns the input h of block `cache_at`."""
-        cached = None
-        for j in range(start, self.num_branches):
-            if j == cache_at:
-                cached = h
-            level, b = self._up_order[j]
-            up = self.up[level]
-            h = up.block[b](torch.cat([h, hs.pop()], dim=1), temb)
-            if len(up.attn) > 0:
-                h = up.attn[b](h)
-            if b == self.num_res_blocks and level != 0:
-                h = up.upsample(h)
-        return h, cached
+    def _up_block(self, j, h, temb):
+        level, b = self._up_order[j]
+        up = self.up[level]
+        h = up.block[b](h, temb)
+        if len(up.attn) > 0:
+            h = up.attn[b](h)
+        if b == self.num_res_blocks and level != 0:
+            h = up.upsample(h)
+        return h
 
     def _head(self, h):
         return self.conv_out(nonlinearity(self.norm_out(h)))
 
-    # -- public passes ---------------------------------------------------------------------------
-
-    def _check_branch(self, branch):
-        if not 0 <= branch < self.num_branches:
-            raise ValueError(f"cache branch {branch} is out of range: this U-Net has branches 0..{self.num_branches - 1}")
-
     def forward(self, x, t):
-        temb = self._embed(t)
-        hs = self._down(x, temb, self.num_branches)
-        h, _ = self._up(self._mid(hs[-1], temb), hs, temb, start=0)
-        return self._head(h)
-
-    def forward_full(self, x, t, branch):
-        """Full pass; returns (eps, cached feature for `branch`)."""
-        self._check_branch(branch)
-        temb = self._embed(t)
-        hs = self._down(x, temb, self.num_branches)
-        h, cached = self._up(self._mid(hs[-1], temb), hs, temb, start=0, cache_at=self.num_branches - 1 - branch)
-        return self._head(h), cached
-
-    def forward_partial(self, x, t, cached, branch):
-        """Partial pass: recompute hs[0..branch], then the up path from the cached feature."""
-        self._check_branch(branch)
-        temb = self._embed(t)
-        hs = self._down(x, temb, branch + 1)
-        h, _ = self._up(cached, hs, temb, start=self.num_branches - 1 - branch)
-        return self._head(h)
+        return self._forward(x, t)[0]

@@ -29,3 +29,10 @@ def tiny_ddpm(name):
 def _no_grad():
     with torch.no_grad():
         yield
+
+
+def tiny_ldm():
+    """The tiny LDM of the fixtures, loaded from its Lightning-style checkpoint."""
+    import ldm
+
+    return ldm.load_model(FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt")

@@ -1,0 +1,183 @@
+"""LDM-4-G as one object: U-Net, VQ-f4 first stage, class embedder and the noise schedule.
+
+Mirrors CompVis `LatentDiffusion` for sampling only. The original state-dict names are kept below
+three explicit prefixes (`KEY_MAP`), so the Lightning checkpoint's `state_dict` loads with
+`strict=True` after the prefixes are mapped. Loading never imports Lightning and never executes
+pickled code: Lightning's pickled objects are rebuilt as inert stand-ins.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ddpm.checkpoint import CheckpointError, check_file, check_state_dict, safe_load
+
+from .autoencoder import VQModel
+from .config import load_config
+from .unet import UNetModel
+
+log = logging.getLogger(__name__)
+
+KEY_MAP = {  # ours -> original
+    "unet.": "model.diffusion_model.",
+    "first_stage.": "first_stage_model.",
+    "cond_stage.": "cond_stage_model.",
+}
+
+SCHEDULE_BUFFERS = (
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+)
+
+# Globals that PyTorch-Lightning pickles into its checkpoints (callback states keyed by class).
+LIGHTNING_GLOBALS = ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",)
+
+
+class LightningStandIn:
+    """An inert object in place of a pickled Lightning object: it keeps the attributes, runs nothing."""
+
+
+def _stand_in(qualified_name):
+    module, name = qualified_name.rsplit(".", 1)
+    return type(name, (LightningStandIn,), {"__module__": module, "__qualname__": name})
+
+
+STAND_INS = tuple(_stand_in(name) for name in LIGHTNING_GLOBALS)
+
+
+def schedule(linear_start, linear_end, timesteps):
+    """The 12 schedule buffers of CompVis `register_schedule` ("linear" = linear in sqrt(beta)), float32."""
+    betas = np.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=np.float64) ** 2
+    alphas = 1.0 - betas
+    ac = np.cumprod(alphas)
+    ac_prev = np.append(1.0, ac[:-1])
+    posterior_variance = betas * (1.0 - ac_prev) / (1.0 - ac)
+    values = {
+        "betas": betas, "alphas_cumprod": ac, "alphas_cumprod_prev": ac_prev,
+        "sqrt_alphas_cumprod": np.sqrt(ac), "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - ac),
+        "log_one_minus_alphas_cumprod": np.log(1.0 - ac), "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / ac),
+        "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / ac - 1), "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": np.log(np.maximum(posterior_variance, 1e-20)),
+        "posterior_mean_coef1": betas * np.sqrt(ac_prev) / (1.0 - ac),
+        "posterior_mean_coef2": (1.0 - ac_prev) * np.sqrt(alphas) / (1.0 - ac),
+    }
+    return {k: torch.tensor(values[k], dtype=torch.float32) for k in SCHEDULE_BUFFERS}
+
+
+class ClassEmbedder(nn.Module):
+    """labels [B] -> context [B, 1, embed_dim]."""
+
+    def __init__(self, n_classes=1001, embed_dim=512):
+        super().__init__()
+        self.embedding = nn.Embedding(n_classes, embed_dim)
+
+    def forward(self, labels):
+        return self.embedding(labels[:, None])
+
+
+class LatentDiffusionModel(nn.Module):
+    """A class-conditional latent diffusion model (LDM-4-G) for sampling.
+
+    `.unet` follows the U-Net contract with `context=`; `.alphas_cumprod` [T] is the schedule;
+    `.get_learned_conditioning(labels [B]) -> [B,1,D]`; `.decode_first_stage(z) -> images in [-1, 1]`.
+    `.uncond_class` (the last class, 1000 for ImageNet) is the unconditional label for guidance.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        p = cfg.model.params
+        for name, value in schedule(p.linear_start, p.linear_end, p.timesteps).items():
+            self.register_buffer(name, value)
+        u = p.unet_config.params
+        self.unet = UNetModel(
+            in_channels=u.in_channels, out_channels=u.out_channels, model_channels=u.model_channels,
+            channel_mult=tuple(u.channel_mult), num_res_blocks=u.num_res_blocks,
+            attention_resolutions=tuple(u.attention_resolutions), num_heads=u.num_heads,
+            num_head_channels=u.num_head_channels, transformer_depth=u.transformer_depth,
+            context_dim=u.context_dim, dropout=u.dropout,
+        )
+        f = p.first_stage_config.params
+        dd = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(f.ddconfig).items()}
+        self.first_stage = VQModel(embed_dim=f.embed_dim, n_embed=f.n_embed, ddconfig=dd)
+        c = p.cond_stage_config.params
+        self.cond_stage = ClassEmbedder(c.n_classes, c.embed_dim)
+        self.scale_factor = p.scale_factor
+        self.uncond_class = c.n_classes - 1
+        self.latent_shape = (p.channels, p.image_size, p.image_size)
+
+    @torch.no_grad()
+    def get_learned_conditioning(self, labels):
+        return self.cond_stage(labels)
+
+    @torch.no_grad()
+    def decode_first_stage(self, z):
+        """Latents [B,3,64,64] -> images [B,3,256,256] (roughly [-1, 1]); quantizes first."""
+        return self.first_stage.decode(z / self.scale_factor)
+
+    def original_state_dict(self):
+        """The state dict under the original CompVis key names."""
+        return {to_original(k): v for k, v in self.state_dict().items()}
+
+
+def to_original(key):
+    for ours, original in KEY_MAP.items():
+        if key.startswith(ours):
+            return original + key[len(ours):]
+    return key
+
+
+def from_original(key):
+    """Our key for an original key, or None when it belongs to no module of ours."""
+    for ours, original in KEY_MAP.items():
+        if key.startswith(original):
+            return ours + key[len(original):]
+    return key if key in SCHEDULE_BUFFERS else None
+
+
+def build_model(cfg, device=None):
+    """A `LatentDiffusionModel` with random weights (`device="meta"` allocates nothing)."""
+    with torch.device(device or "cpu"):
+        return LatentDiffusionModel(cfg)
+
+
+def read_checkpoint(path):
+    """The original-named state dict of a Lightning (or plain) LDM checkpoint, loaded safely."""
+    obj = safe_load(path, safe_globals=STAND_INS)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not (isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())):
+        raise CheckpointError(f"{path} holds no LDM state dict (neither a Lightning checkpoint nor a state dict)")
+    return obj
+
+
+def load_weights(model, path, md5=None, size=None, source=""):
+    """Load an LDM checkpoint into `model`; returns the original keys that belong to no module."""
+    check_file(path, md5, source, size)
+    original = read_checkpoint(path)
+    extra = [k for k in original if from_original(k) is None]
+    if extra:
+        log.warning("%s: %d key(s) belong to no module and were not loaded: %s", path, len(extra), ", ".join(extra[:10]))
+    state = {from_original(k): v for k, v in original.items() if from_original(k) is not None}
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=True)
+    return extra
+
+
+def load_model(config, ckpt_path=None, *, ckpt_root="checkpoints", overrides=(), device="cpu"):
+    """`LatentDiffusionModel` (eval mode) from a config path or bare name and its checkpoint.
+
+    Without `ckpt_path` the config's file under `ckpt_root` is used and its size/md5 are checked.
+    """
+    cfg = load_config(config, overrides) if isinstance(config, (str, Path)) else config
+    model = build_model(cfg)
+    if ckpt_path is None:
+        path, md5, size = Path(ckpt_root) / cfg.checkpoint.file, cfg.checkpoint.md5, cfg.checkpoint.size
+    else:
+        path, md5, size = ckpt_path, None, None
+    load_weights(model, path, md5=md5, size=size, source=cfg.checkpoint.source)
+    model.config = cfg
+    return model.to(device).eval()
