@@ -36,3 +36,23 @@ def tiny_ldm():
     import ldm
 
     return ldm.load_model(FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt")
+
+
+REPO = FIXTURES.parent.parent
+SCRIPTS = REPO / "scripts"
+
+
+@pytest.fixture
+def t1_run(tmp_path):
+    """A config + checkpoint for the tiny T1 U-Net, for script tests: (config path, ckpt path)."""
+    ckpt = tmp_path / "t1.ckpt"
+    ckpt.write_bytes((FIXTURES / "ddpm/tiny/T1_state_dict.pt").read_bytes())
+    cfg = tmp_path / "t1.yaml"
+    cfg.write_text(
+        "name: t1\n"
+        "model: {ch: 32, out_ch: 3, ch_mult: [1, 2], num_res_blocks: 1, attn_resolutions: [8], dropout: 0.0,"
+        " resolution: 16}\n"
+        "sampling: {steps: 10, batch_size: 2, cache_interval: 3, cache_branch: 1}\n"
+        "checkpoint: {file: t1.ckpt}\n"
+    )
+    return cfg, ckpt

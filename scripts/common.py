@@ -1,0 +1,257 @@
+"""What the scripts share: config dispatch, one sampling pipeline for DDPM and LDM, seeds,
+distributed set-up, atomic image writing, run records, and the Fréchet distance."""
+
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`
+
+import ddpm  # noqa: E402
+import ldm  # noqa: E402
+from ddpm.checkpoint import check_file  # noqa: E402
+from ddpm.config import ConfigError, find_config  # noqa: E402
+from samplers import (CacheSchedule, ClassifierFreeGuidance, PerImageRNG, ddim_sample, ddpm_sample,  # noqa: E402
+                      make_timesteps, plms_sample)
+
+CHECKPOINTS = REPO / "checkpoints"
+SAMPLERS = {"ddim": ddim_sample, "plms": plms_sample, "ddpm": ddpm_sample}
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported in one line, before any model work."""
+
+
+# -- configs ----------------------------------------------------------------------------------
+
+def config_kind(name_or_path):
+    """'ddpm' or 'ldm', and the config file."""
+    for kind, configs in (("ddpm", ddpm.config.CONFIG_DIR), ("ldm", ldm.config.CONFIG_DIR)):
+        try:
+            path = find_config(name_or_path, configs)
+        except ConfigError:
+            continue
+        if Path(name_or_path).is_file():  # a path: an LDM config has model.target / model.params
+            model = OmegaConf.load(path).get("model", {}) or {}
+            return ("ldm" if "target" in model or "params" in model else "ddpm"), path
+        return kind, path
+    known = sorted(p.stem for d in (ddpm.config.CONFIG_DIR, ldm.config.CONFIG_DIR) for p in Path(d).glob("*.yaml"))
+    raise ConfigError(f"config {str(name_or_path)!r} not found (neither a file nor one of: {', '.join(known)})")
+
+
+def load_any_config(name_or_path, overrides=()):
+    kind, path = config_kind(name_or_path)
+    return kind, (ldm if kind == "ldm" else ddpm).load_config(path, overrides)
+
+
+def cache_schedule(s):
+    """The `CacheSchedule` of a sampling config section."""
+    return CacheSchedule(s.cache_interval, s.cache_branch, s.cache_schedule, center=s.cache_center, power=s.cache_power)
+
+
+# -- the sampling pipeline --------------------------------------------------------------------
+
+class Pipeline:
+    """A model from a config, ready to turn seeds into uint8 images.
+
+    DDPM: the U-Net samples pixels directly (CompVis offset 0, final alpha_bar 1).
+    LDM: guided U-Net in latent space (timesteps + 1, final alpha_bar = alphas_cumprod[0]), then the
+    VQ decoder. Classes for LDM come from the seed: class(s) = classes[s % len(classes)].
+    """
+
+    def __init__(self, kind, cfg, device="cpu", ckpt=None, random_init=False, seed=0):
+        self.kind, self.cfg, self.device = kind, cfg, torch.device(device)
+        if kind == "ddpm":
+            if random_init:
+                torch.manual_seed(seed)
+                self.unet = ddpm.build_unet(cfg.model)
+            else:
+                self.unet, _ = ddpm.load_model(cfg, ckpt, ckpt_root=CHECKPOINTS)
+            self.unet = self.unet.to(self.device).eval()
+            self.alphas_cumprod = ddpm.alphas_cumprod(cfg.diffusion)
+            self.final_alpha_cumprod, self.offset = 1.0, 0
+            m = cfg.model
+            self.shape = (m.in_channels, m.resolution, m.resolution)
+            self.num_classes = 0
+        else:
+            if random_init:
+                torch.manual_seed(seed)
+                self.model = ldm.build_model(cfg)
+            else:
+                self.model = ldm.load_model(cfg, ckpt, ckpt_root=CHECKPOINTS)
+            self.model = self.model.to(self.device).eval()
+            self.unet = self.model.unet
+            self.alphas_cumprod = self.model.alphas_cumprod.cpu()
+            self.final_alpha_cumprod, self.offset = float(self.alphas_cumprod[0]), 1
+            self.shape = self.model.latent_shape
+            self.num_classes = self.model.uncond_class
+
+    @staticmethod
+    def check(kind, cfg, ckpt=None):
+        """Everything that can be wrong before loading weights: checkpoint file, cache settings."""
+        if ckpt is not None:
+            check_file(ckpt)
+        else:
+            check_file(CHECKPOINTS / cfg.checkpoint.file, None, cfg.checkpoint.source, cfg.checkpoint.size)
+        s = cfg.sampling
+        if s.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {s.sampler!r} ({' | '.join(SAMPLERS)})")
+        unet = (ddpm.build_unet(cfg.model, "meta") if kind == "ddpm" else ldm.build_model(cfg, "meta").unet)
+        timesteps = make_timesteps(s.steps, s.skip_type, offset=0 if kind == "ddpm" else 1)
+        cache = cache_schedule(s)
+        cache.validate(len(timesteps), unet.num_branches)
+        return timesteps, cache.full_steps(len(timesteps))
+
+    def timesteps(self, s):
+        return make_timesteps(s.steps, s.skip_type, offset=self.offset)
+
+    def labels(self, seeds, classes=None):
+        classes = list(classes) if classes else list(range(self.num_classes))
+        return [classes[s % len(classes)] for s in seeds]
+
+    @torch.no_grad()
+    def sample(self, seeds, s, cache=None, classes=None, precision="fp32", progress=False, denoiser=None):
+        """uint8 images [B, H, W, C] for `seeds` under sampling config `s`, and the labels (LDM)."""
+        rng = PerImageRNG(seeds, self.device)
+        x_T = rng.randn((len(seeds), *self.shape))
+        cache = cache_schedule(s) if cache is None else cache
+        kwargs, labels = {}, None
+        unet = denoiser or self.unet
+        if self.kind == "ldm":
+            labels = self.labels(seeds, classes)
+            c = self.model.get_learned_conditioning(torch.tensor(labels, device=self.device))
+            uc = self.model.get_learned_conditioning(torch.tensor([self.model.uncond_class], device=self.device))
+            unet = ClassifierFreeGuidance(unet, s.scale, uc)
+            kwargs = {"model_kwargs": {"context": c}, "final_alpha_cumprod": self.final_alpha_cumprod}
+        if s.sampler == "ddpm":
+            kwargs["var_type"] = self.cfg.diffusion.var_type if self.kind == "ddpm" else "fixedsmall"
+        else:
+            kwargs["eta"] = s.eta
+        if s.sampler == "ddpm" or s.eta > 0:
+            kwargs["noise_fn"] = rng.randn_like
+        autocast = (torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+                    if PRECISIONS[precision] else nullcontext())
+        with autocast:
+            x0 = SAMPLERS[s.sampler](unet, x_T, self.timesteps(s), self.alphas_cumprod, cache=cache,
+                                     progress=progress, **kwargs)
+            if self.kind == "ldm":
+                x0 = self.model.decode_first_stage(x0)
+        return to_uint8(x0.float()), labels
+
+
+def to_uint8(x):
+    """[-1, 1] images [B, C, H, W] -> uint8 [B, H, W, C] (clamp((x+1)/2) * 255 + 0.5)."""
+    x = ((x + 1) / 2).clamp(0, 1) * 255 + 0.5
+    return x.clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+# -- seeds, distribution, files ---------------------------------------------------------------
+
+def parse_seeds(text):
+    """'0-49999' or '0,5,10-19' -> sorted unique list of ints."""
+    seeds = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise UsageError(f"malformed seed range {text!r}: use e.g. 0-49999 or 0,5,10-19")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise UsageError(f"malformed seed range {part!r}: the end is below the start")
+        seeds.extend(range(lo, hi + 1))
+    return sorted(set(seeds))
+
+
+def dist_env():
+    """(rank, world size, local rank) from torchrun or a plain srun; (0, 1, 0) otherwise."""
+    env = os.environ
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_ARRAY_TASK_ID" not in env:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
+    return 0, 1, 0
+
+
+def init_distributed(rank, world, device):
+    """A process group for barriers and reductions (gloo on CPU, NCCL on GPU), when world > 1."""
+    if world == 1:
+        return
+    env = os.environ
+    if "MASTER_ADDR" not in env:  # plain srun: the first node of the job
+        nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
+                               capture_output=True, text=True, check=True).stdout.split()
+        env["MASTER_ADDR"] = nodes[0]
+    env.setdefault("MASTER_PORT", str(29500 + int(env.get("SLURM_JOB_ID", 0)) % 1000))
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    torch.distributed.init_process_group(backend, rank=rank, world_size=world)
+
+
+def image_path(outdir, seed, subdirs=False):
+    return Path(outdir) / (f"{seed // 1000 * 1000:06d}" if subdirs else "") / f"{seed:06d}.png"
+
+
+def temp_path(path):
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_png(path, image):
+    """Write atomically: a temporary name in the same folder, then rename."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def write_json(path, data):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def versions():
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "git_commit": commit or None, "host": platform.node(),
+            "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def device_name(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), in float64 via symmetric eigensolves."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+
+
+def statistics(features):
+    f = np.asarray(features, np.float64)
+    return f.mean(0), np.cov(f, rowvar=False)
