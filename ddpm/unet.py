@@ -28,7 +28,7 @@ def get_timestep_embedding(t, dim):
 
 
 def nonlinearity(x):
-    return x * torch.sigmoid(x)  # swish
+    return F.silu(x)  # swish, x * sigmoid(x)
 
 
 def Normalize(channels):

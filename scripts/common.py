@@ -98,6 +98,22 @@ class Pipeline:
             self.shape = self.model.latent_shape
             self.num_classes = self.model.uncond_class
 
+    def optimize(self, compile_mode=None, channels_last=False):
+        """`torch.compile` the three passes (static graphs: one per pass and branch) and/or channels_last.
+
+        compile_mode: None (eager), "default", "max-autotune" or "reduce-overhead" (CUDA graphs).
+        """
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+            self.channels_last = True
+        if compile_mode:
+            for name in ("forward", "forward_full", "forward_partial"):
+                setattr(self.unet, name, torch.compile(getattr(self.unet, name), mode=compile_mode, dynamic=False))
+            if compile_mode == "reduce-overhead":  # CUDA graphs reuse output memory: the cache is copied out
+                full = self.unet.forward_full
+                self.unet.forward_full = lambda *a, **k: tuple(t.clone() for t in full(*a, **k))
+        return self
+
     @staticmethod
     def check(kind, cfg, ckpt=None):
         """Everything that can be wrong before loading weights: checkpoint file, cache settings."""
@@ -126,6 +142,8 @@ class Pipeline:
         """uint8 images [B, H, W, C] for `seeds` under sampling config `s`, and the labels (LDM)."""
         rng = PerImageRNG(seeds, self.device)
         x_T = rng.randn((len(seeds), *self.shape))
+        if getattr(self, "channels_last", False):
+            x_T = x_T.contiguous(memory_format=torch.channels_last)
         cache = cache_schedule(s) if cache is None else cache
         kwargs, labels = {}, None
         unet = denoiser or self.unet

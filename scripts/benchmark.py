@@ -1,0 +1,193 @@
+"""Speed and quality of DeepCache against the uncached sampler and fewer-step DDIM, side by side.
+
+    python scripts/benchmark.py --config cifar10 --random-init --batch-size 16 --intervals 2,3,5,10 --branches 0,2
+    python scripts/benchmark.py --config cin256-v2 --random-init --batch-size 16 --intervals 5,10 --branches 0 \
+        --precision fp32,bf16 --compile off,default --device cuda
+
+For each variant (precision x compilation) the uncached baseline runs first in the same process;
+every row reports MACs per step (full, partial, average), the ideal speedup T / (k + (T-k) f), the
+measured time (median of --repeats after a warm-up, device synchronised), the speedup and its
+fraction of the ideal, the sampling loop's own overhead (wall time beyond the model calls), and a
+quality proxy against the baseline images of the same seeds (PSNR in dB, mean absolute error in
+uint8 levels). With --random-init no checkpoint is needed; speed does not depend on the weights,
+but the quality columns then mean little.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import common
+from ddpm import ideal_speedup, unet_macs
+from samplers import CacheSchedule
+
+
+class Timed:
+    """Wraps a denoiser and adds up the seconds spent in model calls (device synchronised)."""
+
+    def __init__(self, unet, device):
+        self.unet, self.device, self.seconds = unet, torch.device(device), 0.0
+        self.num_branches = unet.num_branches
+
+    def _timed(self, fn, *args, **kwargs):
+        sync(self.device)
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return out
+
+    def __call__(self, *a, **k):
+        return self._timed(self.unet, *a, **k)
+
+    def forward_full(self, *a, **k):
+        return self._timed(self.unet.forward_full, *a, **k)
+
+    def forward_partial(self, *a, **k):
+        return self._timed(self.unet.forward_partial, *a, **k)
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(pipe, seeds, s, cache, precision, repeats):
+    """(median seconds, images, loop overhead fraction) of sampling `seeds` once."""
+    pipe.sample(seeds, s, cache, precision=precision)  # warm-up (and compilation)
+    times = []
+    for _ in range(repeats):
+        sync(pipe.device)
+        start = time.perf_counter()
+        images, _ = pipe.sample(seeds, s, cache, precision=precision)
+        sync(pipe.device)
+        times.append(time.perf_counter() - start)
+    timed = Timed(pipe.unet, pipe.device)
+    start = time.perf_counter()
+    pipe.sample(seeds, s, cache, precision=precision, denoiser=timed)
+    wall = time.perf_counter() - start
+    return statistics.median(times), images, max(wall - timed.seconds, 0.0) / wall
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def macs_per_branch(pipe, branches):
+    c, h, w = pipe.shape
+    x, t = torch.randn(1, c, h, w, device="meta"), torch.ones(1, device="meta", dtype=torch.long)
+    if pipe.kind == "ddpm":
+        unet, kwargs = common.ddpm.build_unet(pipe.cfg.model, "meta"), {}
+    else:
+        unet = common.ldm.build_model(pipe.cfg, "meta").unet
+        kwargs = {"context": torch.randn(1, 1, pipe.cfg.model.params.unet_config.params.context_dim, device="meta")}
+    macs = unet_macs(unet, x, t, branches, **kwargs)
+    if pipe.kind == "ldm" and pipe.cfg.sampling.scale != 1.0:  # guidance doubles the batch
+        macs = {"full": 2 * macs["full"], "partial": {k: 2 * v for k, v in macs["partial"].items()}}
+    return macs
+
+
+def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
+    T = len(pipe.timesteps(s))
+    base_time, base_images, base_overhead = run(pipe, seeds, s, CacheSchedule(), precision, args.repeats)
+    rows = [dict(method="DDIM", steps=T, N=1, branch=None, ideal=1.0, seconds=base_time, speedup=1.0,
+                 overhead=base_overhead, psnr=float("inf"), mae=0.0, macs_step=macs["full"])]
+    settings = [("DeepCache", T, N, b) for b in args.branches for N in args.intervals if N > 1]
+    settings += [("DDIM", S, 1, None) for S in args.ddim_steps]
+    for method, steps, N, branch in settings:
+        s2 = replace(s, steps=steps) if method == "DDIM" else s
+        T2 = len(pipe.timesteps(s2))
+        cache = CacheSchedule(N, branch or 0)
+        k = len(cache.full_steps(T2))
+        f = macs["partial"][branch] / macs["full"] if branch is not None else 1.0
+        ideal = ideal_speedup(T2, k, f) * T / T2
+        seconds, images, overhead = run(pipe, seeds, s2, cache, precision, args.repeats)
+        rows.append(dict(method=method, steps=T2, N=N, branch=branch, ideal=ideal, seconds=seconds,
+                         speedup=base_time / seconds, overhead=overhead, psnr=psnr(images, base_images),
+                         mae=float(np.abs(images.astype(np.float64) - base_images).mean()),
+                         macs_step=(k * macs["full"] + (T2 - k) * f * macs["full"]) / T2))
+    for r in rows:
+        r.update(precision=precision, compile=compile_mode or "eager", batch=len(seeds),
+                 images_per_s=len(seeds) / r["seconds"], fraction_of_ideal=r["speedup"] / r["ideal"])
+    return rows
+
+
+def markdown(rows, header):
+    cols = ["compile", "precision", "method", "steps", "N", "branch", "macs_step", "ideal", "speedup",
+            "fraction_of_ideal", "images_per_s", "vs_eager_fp32", "overhead", "psnr", "mae"]
+    names = ["compile", "precision", "method", "steps", "N", "branch", "GMACs/step", "ideal", "speedup",
+             "of ideal", "img/s", "vs eager fp32", "loop overhead", "PSNR dB", "MAE"]
+    fmt = {"macs_step": lambda v: f"{v / 1e9:.2f}", "ideal": lambda v: f"{v:.2f}x", "speedup": lambda v: f"{v:.2f}x",
+           "fraction_of_ideal": lambda v: f"{100 * v:.1f}%", "images_per_s": lambda v: f"{v:.2f}",
+           "overhead": lambda v: f"{100 * v:.1f}%", "psnr": lambda v: "-" if v == float("inf") else f"{v:.1f}",
+           "mae": lambda v: f"{v:.2f}", "vs_eager_fp32": lambda v: "-" if v is None else f"{v:.2f}x", "branch": lambda v: "-" if v is None else str(v)}
+    lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt.get(c, str)(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ints(text):
+    return [int(x) for x in text.split(",") if x]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--random-init", action="store_true", help="random weights instead of the checkpoint")
+    p.add_argument("--ckpt")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, help="sampler steps (default: the config's)")
+    p.add_argument("--intervals", type=ints, default=[2, 3, 5, 10])
+    p.add_argument("--branches", type=ints, help="cache branches (default: the config's)")
+    p.add_argument("--ddim-steps", type=ints, default=[], help="fewer-step DDIM baselines, e.g. 50,20,10")
+    p.add_argument("--precision", default="fp32", help="comma list of fp32,fp16,bf16")
+    p.add_argument("--compile", default="off", help="comma list of off,default,max-autotune,reduce-overhead")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", help="output prefix for .json and .md (default: results/benchmark_<config>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args(argv)
+
+    kind, cfg = common.load_any_config(args.config, args.overrides)
+    s = cfg.sampling if args.steps is None else replace(cfg.sampling, steps=args.steps)
+    args.branches = args.branches or [s.cache_branch]
+    seeds = list(range(args.batch_size))
+    rows = []
+    for compile_mode in args.compile.split(","):
+        for precision in args.precision.split(","):
+            pipe = common.Pipeline(kind, cfg, args.device, ckpt=args.ckpt, random_init=args.random_init)
+            pipe.optimize(None if compile_mode == "off" else compile_mode, args.channels_last)
+            macs = macs_per_branch(pipe, args.branches)
+            print(f"[{compile_mode}, {precision}] ...", file=sys.stderr)
+            rows += rows_for_variant(pipe, args, s, seeds, macs, precision, None if compile_mode == "off" else compile_mode)
+            del pipe
+    eager = {r["precision"]: r for r in rows if r["compile"] == "eager" and r["N"] == 1 and r["method"] == "DDIM"}
+    ref = eager.get("fp32")
+    for r in rows:
+        r["vs_eager_fp32"] = ref["seconds"] / r["seconds"] if ref else None
+
+    device = common.device_name(args.device)
+    header = (f"### {cfg.name or args.config}: batch {args.batch_size}, {len(common.make_timesteps(s.steps, s.skip_type))} "
+              f"{s.sampler} steps, {device}{' (random weights)' if args.random_init else ''}\n\n"
+              f"`python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
+    table = markdown(rows, header)
+    print(table)
+    out = Path(args.out or common.REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(table)
+    common.write_json(out.with_suffix(".json"), {"device": device, "args": vars(args), "rows": rows,
+                                                 "versions": common.versions()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
