@@ -65,12 +65,28 @@ class CheckpointConfig:
 
 
 @dataclass
+class TrainingConfig:
+    data: str = ""                  # npz with `images` (uint8 [N,H,W] or [N,H,W,C]) under the repository
+    data_max: float = 255.0         # pixel value that maps to +1 (0 maps to -1)
+    batch_size: int = 128
+    num_steps: int = 5000
+    lr: float = 2e-4                # Adam
+    warmup: int = 0                 # linear learning-rate warm-up steps
+    grad_clip: float = 1.0
+    ema_rate: float = 0.9999
+    random_flip: bool = False       # horizontal flips (not for digits)
+    seed: int = 0
+    save_every: int = 1000
+
+
+@dataclass
 class DDPMConfig:
     name: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
 def find_config(name_or_path, config_dir=CONFIG_DIR):

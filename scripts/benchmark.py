@@ -2,9 +2,10 @@
 
     python scripts/benchmark.py --config cifar10 --random-init --batch-size 16 --intervals 2,3,5,10 --branches 0,2
     python scripts/benchmark.py --config cin256-v2 --random-init --batch-size 16 --intervals 5,10 --branches 0 \
-        --precision fp32,bf16 --compile off,default --device cuda
+        --variants eager:fp32,eager:bf16,reduce-overhead:fp16 --device cuda
 
-For each variant (precision x compilation) the uncached baseline runs first in the same process;
+A variant is `<eager | torch.compile mode>:<fp32 | fp16 | bf16>` (reduce-overhead = CUDA graphs).
+For each variant the uncached baseline runs in the same process;
 every row reports MACs per step (full, partial, average), the ideal speedup T / (k + (T-k) f), the
 measured time (median of --repeats after a warm-up, device synchronised), the speedup and its
 fraction of the ideal, the sampling loop's own overhead (wall time beyond the model calls), and a
@@ -58,21 +59,24 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def run(pipe, seeds, s, cache, precision, repeats):
-    """(median seconds, images, loop overhead fraction) of sampling `seeds` once."""
-    pipe.sample(seeds, s, cache, precision=precision)  # warm-up (and compilation)
-    times = []
-    for _ in range(repeats):
-        sync(pipe.device)
-        start = time.perf_counter()
-        images, _ = pipe.sample(seeds, s, cache, precision=precision)
-        sync(pipe.device)
-        times.append(time.perf_counter() - start)
-    timed = Timed(pipe.unet, pipe.device)
+def timed_run(pipe, seeds, s, cache, precision):
+    """(seconds, x0) of sampling `seeds` once, device synchronised (the decoder is not timed)."""
+    sync(pipe.device)
     start = time.perf_counter()
-    pipe.sample(seeds, s, cache, precision=precision, denoiser=timed)
+    x0 = pipe.sample_x0(seeds, s, cache, precision=precision)
+    sync(pipe.device)
+    return time.perf_counter() - start, x0
+
+
+def loop_overhead(pipe, seeds, s, cache, precision):
+    """Fraction of the wall time spent outside model calls."""
+    timed = Timed(pipe.unet, pipe.device)
+    sync(pipe.device)
+    start = time.perf_counter()
+    pipe.sample_x0(seeds, s, cache, precision=precision, denoiser=timed)
+    sync(pipe.device)
     wall = time.perf_counter() - start
-    return statistics.median(times), images, max(wall - timed.seconds, 0.0) / wall
+    return max(wall - timed.seconds, 0.0) / wall
 
 
 def psnr(a, b):
@@ -95,26 +99,37 @@ def macs_per_branch(pipe, branches):
 
 
 def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
+    """Every setting of one variant. Repeats run round-robin over the settings, so slow drifts of
+    the machine hit all of them alike; speedups are medians of per-round ratios to the baseline."""
     T = len(pipe.timesteps(s))
-    base_time, base_images, base_overhead = run(pipe, seeds, s, CacheSchedule(), precision, args.repeats)
-    rows = [dict(method="DDIM", steps=T, N=1, branch=None, ideal=1.0, seconds=base_time, speedup=1.0,
-                 overhead=base_overhead, psnr=float("inf"), mae=0.0, macs_step=macs["full"])]
-    settings = [("DeepCache", T, N, b) for b in args.branches for N in args.intervals if N > 1]
+    settings = [("DDIM", T, 1, None)] + [("DeepCache", T, N, b) for b in args.branches for N in args.intervals if N > 1]
     settings += [("DDIM", S, 1, None) for S in args.ddim_steps]
+    runs = []
     for method, steps, N, branch in settings:
         s2 = replace(s, steps=steps) if method == "DDIM" else s
+        runs.append((s2, CacheSchedule(N, branch or 0)))
+        pipe.sample_x0(seeds, s2, runs[-1][1], precision=precision)  # warm-up (and compilation)
+    seconds = [[] for _ in runs]
+    for _ in range(args.repeats):
+        for i, (s2, cache) in enumerate(runs):
+            t, x0 = timed_run(pipe, seeds, s2, cache, precision)
+            seconds[i].append(t)
+            if len(seconds[i]) == args.repeats:
+                runs[i] = (s2, cache, pipe.to_images(x0, precision))
+    base_images = runs[0][2]
+    rows = []
+    for (method, steps, N, branch), (s2, cache, images), times in zip(settings, runs, seconds):
         T2 = len(pipe.timesteps(s2))
-        cache = CacheSchedule(N, branch or 0)
         k = len(cache.full_steps(T2))
         f = macs["partial"][branch] / macs["full"] if branch is not None else 1.0
-        ideal = ideal_speedup(T2, k, f) * T / T2
-        seconds, images, overhead = run(pipe, seeds, s2, cache, precision, args.repeats)
-        rows.append(dict(method=method, steps=T2, N=N, branch=branch, ideal=ideal, seconds=seconds,
-                         speedup=base_time / seconds, overhead=overhead, psnr=psnr(images, base_images),
-                         mae=float(np.abs(images.astype(np.float64) - base_images).mean()),
+        speedup = statistics.median(b / t for b, t in zip(seconds[0], times))
+        rows.append(dict(method=method, steps=T2, N=N, branch=branch, ideal=ideal_speedup(T2, k, f) * T / T2,
+                         seconds=statistics.median(times), speedup=speedup,
+                         overhead=loop_overhead(pipe, seeds, s2, cache, precision),
+                         psnr=psnr(images, base_images), mae=float(np.abs(images.astype(np.float64) - base_images).mean()),
                          macs_step=(k * macs["full"] + (T2 - k) * f * macs["full"]) / T2))
     for r in rows:
-        r.update(precision=precision, compile=compile_mode or "eager", batch=len(seeds),
+        r.update(precision=precision, compile=compile_mode or "eager", batch=len(seeds), baseline=r is rows[0],
                  images_per_s=len(seeds) / r["seconds"], fraction_of_ideal=r["speedup"] / r["ideal"])
     return rows
 
@@ -122,7 +137,7 @@ def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
 def markdown(rows, header):
     cols = ["compile", "precision", "method", "steps", "N", "branch", "macs_step", "ideal", "speedup",
             "fraction_of_ideal", "images_per_s", "vs_eager_fp32", "overhead", "psnr", "mae"]
-    names = ["compile", "precision", "method", "steps", "N", "branch", "GMACs/step", "ideal", "speedup",
+    names = ["compile", "precision", "method", "steps", "N", "branch", "GMACs/step/image", "ideal", "speedup",
              "of ideal", "img/s", "vs eager fp32", "loop overhead", "PSNR dB", "MAE"]
     fmt = {"macs_step": lambda v: f"{v / 1e9:.2f}", "ideal": lambda v: f"{v:.2f}x", "speedup": lambda v: f"{v:.2f}x",
            "fraction_of_ideal": lambda v: f"{100 * v:.1f}%", "images_per_s": lambda v: f"{v:.2f}",
@@ -148,8 +163,8 @@ def main(argv=None):
     p.add_argument("--intervals", type=ints, default=[2, 3, 5, 10])
     p.add_argument("--branches", type=ints, help="cache branches (default: the config's)")
     p.add_argument("--ddim-steps", type=ints, default=[], help="fewer-step DDIM baselines, e.g. 50,20,10")
-    p.add_argument("--precision", default="fp32", help="comma list of fp32,fp16,bf16")
-    p.add_argument("--compile", default="off", help="comma list of off,default,max-autotune,reduce-overhead")
+    p.add_argument("--variants", default="eager:fp32", help="comma list of <eager|default|max-autotune|"
+                   "reduce-overhead>:<fp32|fp16|bf16>")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -162,16 +177,17 @@ def main(argv=None):
     args.branches = args.branches or [s.cache_branch]
     seeds = list(range(args.batch_size))
     rows = []
-    for compile_mode in args.compile.split(","):
-        for precision in args.precision.split(","):
-            pipe = common.Pipeline(kind, cfg, args.device, ckpt=args.ckpt, random_init=args.random_init)
-            pipe.optimize(None if compile_mode == "off" else compile_mode, args.channels_last)
-            macs = macs_per_branch(pipe, args.branches)
-            print(f"[{compile_mode}, {precision}] ...", file=sys.stderr)
-            rows += rows_for_variant(pipe, args, s, seeds, macs, precision, None if compile_mode == "off" else compile_mode)
-            del pipe
-    eager = {r["precision"]: r for r in rows if r["compile"] == "eager" and r["N"] == 1 and r["method"] == "DDIM"}
-    ref = eager.get("fp32")
+    for variant in args.variants.split(","):
+        compile_mode, precision = variant.split(":")
+        compile_mode = None if compile_mode == "eager" else compile_mode
+        pipe = common.Pipeline(kind, cfg, args.device, ckpt=args.ckpt, random_init=args.random_init)
+        pipe.optimize(compile_mode, args.channels_last)
+        print(f"[{variant}] ...", file=sys.stderr)
+        rows += rows_for_variant(pipe, args, s, seeds, macs_per_branch(pipe, args.branches), precision, compile_mode)
+        del pipe
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    ref = next((r for r in rows if r["compile"] == "eager" and r["precision"] == "fp32" and r["baseline"]), None)
     for r in rows:
         r["vs_eager_fp32"] = ref["seconds"] / r["seconds"] if ref else None
 

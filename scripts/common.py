@@ -108,10 +108,11 @@ class Pipeline:
             self.channels_last = True
         if compile_mode:
             for name in ("forward", "forward_full", "forward_partial"):
-                setattr(self.unet, name, torch.compile(getattr(self.unet, name), mode=compile_mode, dynamic=False))
-            if compile_mode == "reduce-overhead":  # CUDA graphs reuse output memory: the cache is copied out
-                full = self.unet.forward_full
-                self.unet.forward_full = lambda *a, **k: tuple(t.clone() for t in full(*a, **k))
+                setattr(self.unet, name, torch.compile(getattr(self.unet, name), mode=compile_mode, dynamic=False,
+                                                       fullgraph=True))
+            if compile_mode == "reduce-overhead":  # CUDA graphs reuse their output memory: copy outputs out
+                for name in ("forward", "forward_full", "forward_partial"):
+                    setattr(self.unet, name, _cloning(getattr(self.unet, name)))
         return self
 
     @staticmethod
@@ -134,22 +135,24 @@ class Pipeline:
         return make_timesteps(s.steps, s.skip_type, offset=self.offset)
 
     def labels(self, seeds, classes=None):
-        classes = list(classes) if classes else list(range(self.num_classes))
-        return [classes[s % len(classes)] for s in seeds]
+        return class_labels(seeds, classes, self.num_classes)
+
+    def autocast(self, precision):
+        dtype = PRECISIONS[precision]
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else nullcontext()
 
     @torch.no_grad()
-    def sample(self, seeds, s, cache=None, classes=None, precision="fp32", progress=False, denoiser=None):
-        """uint8 images [B, H, W, C] for `seeds` under sampling config `s`, and the labels (LDM)."""
+    def sample_x0(self, seeds, s, cache=None, classes=None, precision="fp32", progress=False, denoiser=None):
+        """The sampler's output x_0 for `seeds` under sampling config `s` (latents for LDM)."""
         rng = PerImageRNG(seeds, self.device)
         x_T = rng.randn((len(seeds), *self.shape))
         if getattr(self, "channels_last", False):
             x_T = x_T.contiguous(memory_format=torch.channels_last)
         cache = cache_schedule(s) if cache is None else cache
-        kwargs, labels = {}, None
+        kwargs = {}
         unet = denoiser or self.unet
         if self.kind == "ldm":
-            labels = self.labels(seeds, classes)
-            c = self.model.get_learned_conditioning(torch.tensor(labels, device=self.device))
+            c = self.model.get_learned_conditioning(torch.tensor(self.labels(seeds, classes), device=self.device))
             uc = self.model.get_learned_conditioning(torch.tensor([self.model.uncond_class], device=self.device))
             unet = ClassifierFreeGuidance(unet, s.scale, uc)
             kwargs = {"model_kwargs": {"context": c}, "final_alpha_cumprod": self.final_alpha_cumprod}
@@ -159,14 +162,34 @@ class Pipeline:
             kwargs["eta"] = s.eta
         if s.sampler == "ddpm" or s.eta > 0:
             kwargs["noise_fn"] = rng.randn_like
-        autocast = (torch.autocast(self.device.type, dtype=PRECISIONS[precision])
-                    if PRECISIONS[precision] else nullcontext())
-        with autocast:
-            x0 = SAMPLERS[s.sampler](unet, x_T, self.timesteps(s), self.alphas_cumprod, cache=cache,
-                                     progress=progress, **kwargs)
-            if self.kind == "ldm":
+        with self.autocast(precision):
+            return SAMPLERS[s.sampler](unet, x_T, self.timesteps(s), self.alphas_cumprod, cache=cache,
+                                       progress=progress, **kwargs)
+
+    @torch.no_grad()
+    def to_images(self, x0, precision="fp32"):
+        """uint8 images [B, H, W, C] from the sampler's output (decoded first for LDM)."""
+        if self.kind == "ldm":
+            with self.autocast(precision):
                 x0 = self.model.decode_first_stage(x0)
-        return to_uint8(x0.float()), labels
+        return to_uint8(x0.float())
+
+    def sample(self, seeds, s, cache=None, classes=None, precision="fp32", progress=False):
+        """uint8 images [B, H, W, C] for `seeds`."""
+        return self.to_images(self.sample_x0(seeds, s, cache, classes, precision, progress), precision)
+
+
+def _cloning(fn):
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+    return call
+
+
+def class_labels(seeds, classes, num_classes):
+    """Class of image s: classes[s % len(classes)], all classes by default (balanced over 50k seeds)."""
+    classes = list(classes) if classes else list(range(num_classes))
+    return [classes[s % len(classes)] for s in seeds]
 
 
 def to_uint8(x):
@@ -196,7 +219,7 @@ def dist_env():
     env = os.environ
     if "WORLD_SIZE" in env and "RANK" in env:
         return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1 and "SLURM_ARRAY_TASK_ID" not in env:
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
         return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
     return 0, 1, 0
 

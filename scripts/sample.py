@@ -117,11 +117,11 @@ def main(argv=None):
         print(f"timesteps (visited high to low): {timesteps[::-1]}", file=sys.stderr)
         print(f"full steps: {full_steps}", file=sys.stderr)
 
-    pipe = common.Pipeline(kind, cfg, device, ckpt=args.ckpt)
+    pipe = common.Pipeline(kind, cfg, device, ckpt=args.ckpt) if todo else None
     made, seconds, stopped = 0, 0.0, False
     for batch in tqdm(todo, disable=rank != 0, unit="batch"):
         start = time.perf_counter()
-        images, _ = pipe.sample(batch, s, classes=classes, precision=args.precision)
+        images = pipe.sample(batch, s, classes=classes, precision=args.precision)
         seconds += time.perf_counter() - start
         for seed, image in zip(batch, images):
             path = common.image_path(outdir, seed, args.subdirs)
@@ -154,7 +154,8 @@ def main(argv=None):
         torch.distributed.barrier()
     if rank == 0:
         if args.npz:
-            labels = pipe.labels(seeds, classes) if kind == "ldm" else None
+            num_classes = cfg.model.params.cond_stage_config.params.n_classes - 1 if kind == "ldm" else 0
+            labels = common.class_labels(seeds, classes, num_classes) if kind == "ldm" else None
             record["npz"] = str(pack_npz(outdir, seeds, args.subdirs, labels))
         stamp = record["versions"]["time_utc"].replace(":", "")
         common.write_json(outdir / "logs" / f"run-{stamp}.json", record)

@@ -1,0 +1,122 @@
+"""Train a DDPM U-Net with the original recipe (Ho et al. 2020; ermongroup/ddim `runners/diffusion.py`).
+
+    python scripts/train.py --config digits                # trains, resumes if a checkpoint exists
+    python scripts/train.py --config digits --steps 20 --workdir /tmp/run
+
+eps-prediction MSE (summed over pixels, as the original), antithetic timestep pairs, Adam with
+linear warm-up, gradient clipping and an EMA of the weights. The workdir holds `ckpt.pth` in
+ermongroup/ddim's layout `[model_state ("module."), optimizer_state, epoch, step, ema_state,
+rng_state]` and `ema.ckpt`, the EMA weights as a plain state dict (what `checkpoints/` ships).
+A run is deterministic for a given seed, resumption included.
+"""
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import common
+
+
+def load_images(cfg):
+    """Training images in [-1, 1], [N, C, H, W] float32."""
+    t = cfg.training
+    images = np.load(common.REPO / t.data if not Path(t.data).is_absolute() else t.data)["images"]
+    x = torch.from_numpy(images.astype(np.float32))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return x / t.data_max * 2 - 1
+
+
+def save(path, obj):
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--workdir", help="default: outputs/train/<config>")
+    p.add_argument("--steps", type=int, help="total training steps (default: the config's)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args(argv)
+    cfg = common.ddpm.load_config(args.config, args.overrides)
+    t = cfg.training
+    total = args.steps or t.num_steps
+    workdir = Path(args.workdir or common.REPO / "outputs" / "train" / cfg.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(t.seed)
+    model = common.ddpm.build_unet(cfg.model).train()
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
+    rng = torch.Generator().manual_seed(t.seed)
+    step, epoch = 0, 0
+    ckpt = workdir / "ckpt.pth"
+    if ckpt.exists():
+        state = common.ddpm.safe_load(ckpt)
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state[0].items()})
+        opt.load_state_dict(state[1])
+        epoch, step = state[2], state[3]
+        ema.load_state_dict(state[4])
+        rng.set_state(state[5]["data"])
+        torch.set_rng_state(state[5]["torch"])
+        print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
+
+    data = load_images(cfg)
+    alphas_cumprod = common.ddpm.alphas_cumprod(cfg.diffusion)
+    T = cfg.diffusion.num_timesteps
+    order, pos = torch.randperm(len(data), generator=rng), 0
+    log = []
+    bar = tqdm(total=total, initial=step, unit="step")
+    start = time.perf_counter()
+    while step < total:
+        if pos + t.batch_size > len(data):  # a new epoch: reshuffle
+            order, pos, epoch = torch.randperm(len(data), generator=rng), 0, epoch + 1
+        x0 = data[order[pos:pos + t.batch_size]]
+        pos += t.batch_size
+        if t.random_flip:
+            flip = torch.rand(len(x0), generator=rng) < 0.5
+            x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
+        n = len(x0)
+        ts = torch.randint(0, T, (n // 2 + 1,), generator=rng)
+        ts = torch.cat([ts, T - ts - 1])[:n]  # antithetic pairs, as ermongroup/ddim
+        eps = torch.randn(x0.shape, generator=rng)
+        a = alphas_cumprod[ts].view(-1, 1, 1, 1)
+        x_t = x0 * a.sqrt() + eps * (1 - a).sqrt()
+        loss = (eps - model(x_t, ts)).square().sum(dim=(1, 2, 3)).mean()
+        for group in opt.param_groups:
+            group["lr"] = t.lr * min(1.0, (step + 1) / t.warmup) if t.warmup else t.lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for e, m in zip(ema.parameters(), model.parameters()):
+                e.lerp_(m, 1 - t.ema_rate)
+        step += 1
+        log.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(log[-100:]):.3f}")
+        if step % t.save_every == 0 or step == total:
+            save(ckpt, [{f"module.{k}": v for k, v in model.state_dict().items()}, opt.state_dict(), epoch, step,
+                        ema.state_dict(), {"data": rng.get_state(), "torch": torch.get_rng_state()}])
+            save(workdir / "ema.ckpt", ema.state_dict())
+    bar.close()
+    record = {"config": cfg.name, "steps": step, "epochs": epoch,
+              "final_loss_mean_last_100": float(np.mean(log[-100:])) if log else None,
+              "seconds_this_invocation": time.perf_counter() - start, "device": common.device_name("cpu"),
+              "versions": common.versions()}
+    common.write_json(workdir / "train.json", record)
+    print(json.dumps(record), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
