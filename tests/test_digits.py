@@ -1,0 +1,67 @@
+"""The built-in digits model: digit-like samples, DeepCache close to uncached, training resumes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import SCRIPTS
+
+sys.path.insert(0, str(SCRIPTS))
+import common  # noqa: E402
+from digits_results import fd_pix, real_digits  # noqa: E402
+from samplers import CacheSchedule  # noqa: E402
+
+SEEDS = list(range(300))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    kind, cfg = common.load_any_config("digits", ["sampling.steps=20"])
+    return common.Pipeline(kind, cfg, "cpu"), cfg
+
+
+def test_shipped_model_makes_digits(shipped):
+    pipe, cfg = shipped
+    real = real_digits()
+    ours = fd_pix(pipe.sample(SEEDS, cfg.sampling), real)
+    noise = fd_pix((np.random.default_rng(0).random((len(SEEDS), 8, 8, 1)) * 255).astype(np.uint8), real)
+    untrained = common.Pipeline("ddpm", cfg, "cpu", random_init=True, seed=1)
+    scrambled = fd_pix(untrained.sample(SEEDS, cfg.sampling), real)
+    assert ours < noise / 10 and ours < scrambled / 10, (ours, noise, scrambled)
+
+
+def test_deepcache_stays_close_and_error_grows_with_interval(shipped):
+    pipe, cfg = shipped
+    s = cfg.sampling
+    base = pipe.sample(SEEDS, s).astype(np.float64)
+    err = {n: np.abs(pipe.sample(SEEDS, s, CacheSchedule(n, s.cache_branch)) - base).mean() for n in (2, 5, 10)}
+    assert err[2] < 4.0, err  # mean absolute difference in 0-255 levels
+    assert err[2] < err[5] < err[10], err
+
+
+def test_train_writes_a_loadable_checkpoint_and_resumes(tmp_path):
+    def train(steps, workdir):
+        r = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), "--config", "digits", "--steps", str(steps),
+                            "--workdir", str(workdir), "training.batch_size=16", "training.save_every=2"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    train(2, tmp_path / "a")
+    log = train(4, tmp_path / "a")
+    assert "resumed from" in log and "at step 2" in log
+    state = torch.load(tmp_path / "a" / "ckpt.pth", weights_only=True)
+    assert state[3] == 4 and all(k.startswith("module.") for k in state[0])
+    train(4, tmp_path / "b")  # the same 4 steps without interruption: identical weights
+    a = torch.load(tmp_path / "a" / "ema.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "ema.ckpt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    out = tmp_path / "samples"
+    r = subprocess.run([sys.executable, str(SCRIPTS / "sample.py"), "--config", "digits", "--ckpt",
+                        str(tmp_path / "a" / "ckpt.pth"), "--seeds", "0-3", "--steps", "5", "--outdir", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("*.png"))) == 4
