@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -110,12 +110,10 @@ def load_structured(data, schema, overrides=(), source="config"):
         if missing:
             raise ConfigError(f"{source}: missing required key(s): {', '.join(missing)}")
         return OmegaConf.to_object(cfg)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        raise ConfigError(f"{source}: unknown config key {e.full_key!r} ({str(e).splitlines()[0]})") from None
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        what = str(e).splitlines()[0]
-        if "not in" in what or "Key '" in what and "not" in what:
-            raise ConfigError(f"{source}: unknown config key {key!r} ({what})") from None
-        raise ConfigError(f"{source}: invalid value for {key!r}: {what}") from None
+        raise ConfigError(f"{source}: invalid value for {e.full_key!r}: {str(e).splitlines()[0]}") from None
 
 
 def load_config(name_or_path, overrides=()):

@@ -7,7 +7,7 @@
 A variant is `<eager | torch.compile mode>:<fp32 | fp16 | bf16>` (reduce-overhead = CUDA graphs).
 For each variant the uncached baseline runs in the same process;
 every row reports MACs per step (full, partial, average), the ideal speedup T / (k + (T-k) f), the
-measured time (median of --repeats after a warm-up, device synchronised), the speedup and its
+measured time (median of --repeats after --warmup runs, device synchronised), the speedup and its
 fraction of the ideal, the sampling loop's own overhead (wall time beyond the model calls), and a
 quality proxy against the baseline images of the same seeds (PSNR in dB, mean absolute error in
 uint8 levels). With --random-init no checkpoint is needed; speed does not depend on the weights,
@@ -108,7 +108,8 @@ def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
     for method, steps, N, branch in settings:
         s2 = replace(s, steps=steps) if method == "DDIM" else s
         runs.append((s2, CacheSchedule(N, branch or 0)))
-        pipe.sample_x0(seeds, s2, runs[-1][1], precision=precision)  # warm-up (and compilation)
+        for _ in range(args.warmup):  # compilation, autotuning, allocator
+            pipe.sample_x0(seeds, s2, runs[-1][1], precision=precision)
     seconds = [[] for _ in runs]
     for _ in range(args.repeats):
         for i, (s2, cache) in enumerate(runs):
@@ -125,7 +126,7 @@ def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
         speedup = statistics.median(b / t for b, t in zip(seconds[0], times))
         rows.append(dict(method=method, steps=T2, N=N, branch=branch, ideal=ideal_speedup(T2, k, f) * T / T2,
                          seconds=statistics.median(times), speedup=speedup,
-                         overhead=loop_overhead(pipe, seeds, s2, cache, precision),
+                         overhead=loop_overhead(pipe, seeds, s2, cache, precision) if args.overhead else None,
                          psnr=psnr(images, base_images), mae=float(np.abs(images.astype(np.float64) - base_images).mean()),
                          macs_step=(k * macs["full"] + (T2 - k) * f * macs["full"]) / T2))
     for r in rows:
@@ -141,7 +142,7 @@ def markdown(rows, header):
              "of ideal", "img/s", "vs eager fp32", "loop overhead", "PSNR dB", "MAE"]
     fmt = {"macs_step": lambda v: f"{v / 1e9:.2f}", "ideal": lambda v: f"{v:.2f}x", "speedup": lambda v: f"{v:.2f}x",
            "fraction_of_ideal": lambda v: f"{100 * v:.1f}%", "images_per_s": lambda v: f"{v:.2f}",
-           "overhead": lambda v: f"{100 * v:.1f}%", "psnr": lambda v: "-" if v == float("inf") else f"{v:.1f}",
+           "overhead": lambda v: "-" if v is None else f"{100 * v:.1f}%", "psnr": lambda v: "-" if v == float("inf") else f"{v:.1f}",
            "mae": lambda v: f"{v:.2f}", "vs_eager_fp32": lambda v: "-" if v is None else f"{v:.2f}x", "branch": lambda v: "-" if v is None else str(v)}
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for r in rows:
@@ -167,6 +168,9 @@ def main(argv=None):
                    "reduce-overhead>:<fp32|fp16|bf16>")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per setting before timing")
+    p.add_argument("--no-overhead", dest="overhead", action="store_false",
+                   help="skip the extra run that measures the loop overhead")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", help="output prefix for .json and .md (default: results/benchmark_<config>)")
     p.add_argument("overrides", nargs="*", metavar="key=value")

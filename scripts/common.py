@@ -256,6 +256,19 @@ def write_png(path, image):
     os.replace(tmp, path)
 
 
+def make_grid(images, min_width=512):
+    """uint8 images [B, H, W, C] side by side with 1-pixel gaps, enlarged (nearest) to >= min_width."""
+    cols = int(np.ceil(np.sqrt(len(images))))
+    rows = -(-len(images) // cols)
+    _, h, w, c = images.shape
+    grid = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, c), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = im
+    scale = max(1, -(-min_width // grid.shape[1]))
+    return grid.repeat(scale, 0).repeat(scale, 1)
+
+
 def write_json(path, data):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--precision", choices=list(common.PRECISIONS), default="fp32")
     p.add_argument("--npz", action="store_true", help="also pack the images into an ADM-evaluator npz")
+    p.add_argument("--grid", action="store_true", help="also write grid.png of the first 256 images")
     p.add_argument("--ckpt", help="your own checkpoint (skips the md5 check)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. sampling.eta=0.5")
     return p.parse_args(argv)
@@ -87,6 +88,14 @@ def pack_npz(outdir, seeds, subdirs, labels=None):
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
+    return path
+
+
+def write_grid(outdir, seeds, subdirs, max_images=256):
+    """grid.png of the first images, for a person to look at."""
+    images = [np.asarray(Image.open(common.image_path(outdir, s, subdirs))) for s in seeds[:max_images]]
+    path = outdir / "grid.png"
+    common.write_png(path, common.make_grid(np.stack([im[..., None] if im.ndim == 2 else im for im in images])))
     return path
 
 
@@ -134,22 +143,23 @@ def main(argv=None):
             stopped = True
             break
 
-    totals = torch.tensor([made, seconds], dtype=torch.float64)
-    if world > 1 and not stopped:
-        torch.distributed.all_reduce(totals)
+    if stopped:
+        print(f"rank {rank}: stopped by signal {STOP[0]} after {made} new images; rerun the same command "
+              "to resume.", file=sys.stderr)
+        return 3
+    made, seconds = torch.tensor(made, dtype=torch.float64), torch.tensor(seconds, dtype=torch.float64)
+    if world > 1:  # images of all ranks over the slowest rank's sampling time
+        torch.distributed.all_reduce(made)
+        torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)
     record = {
         "config": common.OmegaConf.to_container(common.OmegaConf.structured(cfg)), "kind": kind,
         "checkpoint": args.ckpt or str(common.CHECKPOINTS / cfg.checkpoint.file),
         "seeds": args.seeds, "classes": args.classes, "timesteps": timesteps, "full_steps": full_steps,
         "precision": args.precision, "device": common.device_name(device), "world_size": world,
-        "images_generated": int(totals[0]), "sampling_seconds": float(totals[1]),
-        "images_per_second": float(totals[0] / totals[1]) if totals[1] else None,
+        "images_generated": int(made), "sampling_seconds": float(seconds),
+        "images_per_second": float(made / seconds) if seconds > 0 else None,
         "versions": common.versions(),
     }
-    if stopped:
-        print(f"rank {rank}: stopped by signal {STOP[0]} after {made} new images; rerun the same command "
-              "to resume.", file=sys.stderr)
-        return 3
     if world > 1:
         torch.distributed.barrier()
     if rank == 0:
@@ -157,10 +167,13 @@ def main(argv=None):
             num_classes = cfg.model.params.cond_stage_config.params.n_classes - 1 if kind == "ldm" else 0
             labels = common.class_labels(seeds, classes, num_classes) if kind == "ldm" else None
             record["npz"] = str(pack_npz(outdir, seeds, args.subdirs, labels))
+        if args.grid:
+            record["grid"] = str(write_grid(outdir, seeds, args.subdirs))
         stamp = record["versions"]["time_utc"].replace(":", "")
         common.write_json(outdir / "logs" / f"run-{stamp}.json", record)
         rate = f"{record['images_per_second']:.2f} images/s" if record["images_per_second"] else "nothing to do"
-        print(f"done: {len(seeds)} images in {outdir} ({rate} on {record['device']} x{world})", file=sys.stderr)
+        print(f"done: {len(seeds)} images in {outdir} ({rate} on {record['device']} x{world})"
+              + (f"; grid: {record['grid']}" if args.grid else ""), file=sys.stderr)
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

@@ -5,8 +5,8 @@
 
 eps-prediction MSE (summed over pixels, as the original), antithetic timestep pairs, Adam with
 linear warm-up, gradient clipping and an EMA of the weights. The workdir holds `ckpt.pth` in
-ermongroup/ddim's layout `[model_state ("module."), optimizer_state, epoch, step, ema_state,
-rng_state]` and `ema.ckpt`, the EMA weights as a plain state dict (what `checkpoints/` ships).
+ermongroup/ddim's layout `[model_state ("module."), optimizer_state, epoch, step, ema_state]` plus
+a sixth entry with the data order and random states (for an exact resume) and `ema.ckpt`, the EMA weights as a plain state dict (what `checkpoints/` ships).
 A run is deterministic for a given seed, resumption included.
 """
 
@@ -57,6 +57,8 @@ def main(argv=None):
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
     rng = torch.Generator().manual_seed(t.seed)
+    data = load_images(cfg)
+    order, pos = torch.randperm(len(data), generator=rng), 0
     step, epoch = 0, 0
     ckpt = workdir / "ckpt.pth"
     if ckpt.exists():
@@ -67,12 +69,11 @@ def main(argv=None):
         ema.load_state_dict(state[4])
         rng.set_state(state[5]["data"])
         torch.set_rng_state(state[5]["torch"])
+        order, pos = state[5]["order"], int(state[5]["pos"])
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
 
-    data = load_images(cfg)
     alphas_cumprod = common.ddpm.alphas_cumprod(cfg.diffusion)
     T = cfg.diffusion.num_timesteps
-    order, pos = torch.randperm(len(data), generator=rng), 0
     log = []
     bar = tqdm(total=total, initial=step, unit="step")
     start = time.perf_counter()
@@ -106,7 +107,8 @@ def main(argv=None):
         bar.set_postfix(loss=f"{np.mean(log[-100:]):.3f}")
         if step % t.save_every == 0 or step == total:
             save(ckpt, [{f"module.{k}": v for k, v in model.state_dict().items()}, opt.state_dict(), epoch, step,
-                        ema.state_dict(), {"data": rng.get_state(), "torch": torch.get_rng_state()}])
+                        ema.state_dict(), {"data": rng.get_state(), "torch": torch.get_rng_state(), "order": order,
+                                           "pos": pos}])
             save(workdir / "ema.ckpt", ema.state_dict())
     bar.close()
     record = {"config": cfg.name, "steps": step, "epochs": epoch,

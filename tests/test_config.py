@@ -23,7 +23,7 @@ def test_paper_table2_sampling_defaults():
 def test_unknown_key_in_file_is_named(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text((CONFIG_DIR / "cifar10.yaml").read_text().replace("num_res_blocks", "num_resblocks"))
-    with pytest.raises(ConfigError, match=r"unknown config key 'model\.num_resblocks'.*|typo.yaml.*num_resblocks"):
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown config key 'model\.num_resblocks'"):
         load_config(path)
 
 

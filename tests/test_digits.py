@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,10 +36,11 @@ def test_shipped_model_makes_digits(shipped):
 
 def test_deepcache_stays_close_and_error_grows_with_interval(shipped):
     pipe, cfg = shipped
-    s = cfg.sampling
-    base = pipe.sample(SEEDS, s).astype(np.float64)
-    err = {n: np.abs(pipe.sample(SEEDS, s, CacheSchedule(n, s.cache_branch)) - base).mean() for n in (2, 5, 10)}
-    assert err[2] < 4.0, err  # mean absolute difference in 0-255 levels
+    s = replace(cfg.sampling, steps=100)  # the config's setting
+    seeds = SEEDS[:100]
+    base = pipe.sample(seeds, s).astype(np.float64)
+    err = {n: np.abs(pipe.sample(seeds, s, CacheSchedule(n, s.cache_branch)) - base).mean() for n in (2, 5, 10)}
+    assert err[2] < 2.0, err  # mean absolute difference in 0-255 levels
     assert err[2] < err[5] < err[10], err
 
 

@@ -19,7 +19,10 @@ ALPHAS = alphas_cumprod(DDPMConfig().diffusion)
 
 @pytest.mark.slow
 def test_compiled_passes_are_static_graphs_and_match_eager():
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     unet, _ = tiny_ddpm("T2")
     x_T, seq = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), make_timesteps(10)
     cache = CacheSchedule(3, 2)
@@ -27,8 +30,9 @@ def test_compiled_passes_are_static_graphs_and_match_eager():
     for name in ("forward", "forward_full", "forward_partial"):
         setattr(unet, name, torch.compile(getattr(unet, name), dynamic=False, fullgraph=True))  # no graph breaks
     compiled = ddim_sample(unet, x_T, seq, ALPHAS, cache=cache)
-    frames = torch._dynamo.utils.counters["frames"]["ok"]
-    assert frames == 3, f"expected one graph per pass (forward, full, partial), got {frames}"
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 3, f"expected one graph per pass (forward, full, partial), got {graphs}"
+    assert not counters["graph_break"]
     torch._dynamo.config.error_on_recompile = True
     try:  # other inputs and timesteps: no recompilation
         ddim_sample(unet, x_T * 0.5, make_timesteps(10, offset=1), ALPHAS, cache=cache)

@@ -103,3 +103,14 @@ def test_missing_checkpoint_names_file_and_source(tmp_path):
     r = run("--config", "cifar10", "--outdir", tmp_path / "out")
     assert r.returncode == 2 and "model-790000.ckpt" in r.stderr and "heibox.uni-heidelberg.de" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_ldm_config_samples_with_guidance_and_seed_derived_classes(tmp_path):
+    from conftest import FIXTURES
+
+    out = tmp_path / "ldm"
+    r = run("--config", FIXTURES / "ldm/tiny_config.yaml", "--ckpt", FIXTURES / "ldm/tiny_ldm.ckpt", "--steps", "10",
+            "--scale", "3", "--cache-interval", "2", "--seeds", "998-1001", "--batch-size", "3", "--outdir", out, "--npz")
+    assert r.returncode == 0, r.stderr
+    npz = np.load(out / "samples_4x32x32x3.npz")
+    assert npz["arr_0"].shape == (4, 32, 32, 3) and npz["arr_1"].tolist() == [998, 999, 0, 1]
