@@ -109,6 +109,36 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(h)
 
 
+def down_levels(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, temb_channels, dropout, resamp_with_conv):
+    """The down path `down.{level}.{block,attn,downsample}` and the channel count it ends with."""
+    levels, curr_res = nn.ModuleList(), resolution
+    in_ch_mult = (1,) + tuple(ch_mult)
+    for level in range(len(ch_mult)):
+        block, attn = nn.ModuleList(), nn.ModuleList()
+        block_in, block_out = ch * in_ch_mult[level], ch * ch_mult[level]
+        for _ in range(num_res_blocks):
+            block.append(ResnetBlock(block_in, block_out, temb_channels, dropout))
+            block_in = block_out
+            if curr_res in attn_resolutions:
+                attn.append(AttnBlock(block_in))
+        down = nn.Module()
+        down.block, down.attn = block, attn
+        if level != len(ch_mult) - 1:
+            down.downsample = Downsample(block_in, resamp_with_conv)
+            curr_res //= 2
+        levels.append(down)
+    return levels, block_in
+
+
+def mid_block(channels, temb_channels, dropout):
+    """`mid.{block_1, attn_1, block_2}`."""
+    mid = nn.Module()
+    mid.block_1 = ResnetBlock(channels, channels, temb_channels, dropout)
+    mid.attn_1 = AttnBlock(channels)
+    mid.block_2 = ResnetBlock(channels, channels, temb_channels, dropout)
+    return mid
+
+
 class UNet(DeepCacheUNet):
     """eps-prediction U-Net; `unet(x [B,C,H,W], t [B] training timesteps) -> eps [B,out_ch,H,W]`."""
 
@@ -138,28 +168,11 @@ class UNet(DeepCacheUNet):
         self.temb.dense = nn.ModuleList([nn.Linear(ch, self.temb_ch), nn.Linear(self.temb_ch, self.temb_ch)])
 
         self.conv_in = nn.Conv2d(in_channels, ch, 3, stride=1, padding=1)
-        curr_res = resolution
+        self.down, block_in = down_levels(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, self.temb_ch,
+                                          dropout, resamp_with_conv)
+        self.mid = mid_block(block_in, self.temb_ch, dropout)
+        curr_res = resolution // 2 ** (self.num_resolutions - 1)
         in_ch_mult = (1,) + ch_mult
-        self.down = nn.ModuleList()
-        for level in range(self.num_resolutions):
-            block, attn = nn.ModuleList(), nn.ModuleList()
-            block_in, block_out = ch * in_ch_mult[level], ch * ch_mult[level]
-            for _ in range(num_res_blocks):
-                block.append(ResnetBlock(block_in, block_out, self.temb_ch, dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    attn.append(AttnBlock(block_in))
-            down = nn.Module()
-            down.block, down.attn = block, attn
-            if level != self.num_resolutions - 1:
-                down.downsample = Downsample(block_in, resamp_with_conv)
-                curr_res //= 2
-            self.down.append(down)
-
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, self.temb_ch, dropout)
-        self.mid.attn_1 = AttnBlock(block_in)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, self.temb_ch, dropout)
 
         up_levels = []
         for level in reversed(range(self.num_resolutions)):

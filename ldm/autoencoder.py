@@ -9,7 +9,7 @@ embedding.
 import torch
 import torch.nn as nn
 
-from ddpm.unet import AttnBlock, Downsample, Normalize, ResnetBlock, Upsample, nonlinearity
+from ddpm.unet import AttnBlock, Normalize, ResnetBlock, Upsample, down_levels, mid_block, nonlinearity
 
 
 class Encoder(nn.Module):
@@ -19,27 +19,8 @@ class Encoder(nn.Module):
         self.num_resolutions = len(ch_mult)
         self.num_res_blocks = num_res_blocks
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
-        in_ch_mult = (1,) + tuple(ch_mult)
-        curr_res = resolution
-        self.down = nn.ModuleList()
-        for level in range(self.num_resolutions):
-            block, attn = nn.ModuleList(), nn.ModuleList()
-            block_in, block_out = ch * in_ch_mult[level], ch * ch_mult[level]
-            for _ in range(num_res_blocks):
-                block.append(ResnetBlock(block_in, block_out, 0, dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    attn.append(AttnBlock(block_in))
-            down = nn.Module()
-            down.block, down.attn = block, attn
-            if level != self.num_resolutions - 1:
-                down.downsample = Downsample(block_in, True)
-                curr_res //= 2
-            self.down.append(down)
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, 0, dropout)
-        self.mid.attn_1 = AttnBlock(block_in)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, 0, dropout)
+        self.down, block_in = down_levels(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, 0, dropout, True)
+        self.mid = mid_block(block_in, 0, dropout)
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, 2 * z_channels if double_z else z_channels, 3, padding=1)
 
@@ -65,10 +46,7 @@ class Decoder(nn.Module):
         block_in = ch * ch_mult[-1]
         curr_res = resolution // 2 ** (self.num_resolutions - 1)
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, 0, dropout)
-        self.mid.attn_1 = AttnBlock(block_in)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, 0, dropout)
+        self.mid = mid_block(block_in, 0, dropout)
         levels = []
         for level in reversed(range(self.num_resolutions)):
             block, attn = nn.ModuleList(), nn.ModuleList()

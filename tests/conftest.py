@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,13 @@ def t1_run(tmp_path):
         "checkpoint: {file: t1.ckpt}\n"
     )
     return cfg, ckpt
+
+
+class Exploit:
+    """Pickles as a call to os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

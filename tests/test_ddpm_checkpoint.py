@@ -1,11 +1,10 @@
 """Checkpoint loading: the original layouts load; every bad file gives an error a user can act on."""
 
-import os
 
 import pytest
 import torch
 
-from conftest import FIXTURES, tiny_ddpm
+from conftest import FIXTURES, Exploit, tiny_ddpm
 from ddpm import CheckpointError, build_unet, load_config, load_model, load_weights
 from ddpm.checkpoint import check_state_dict, md5sum
 from ddpm.model import known_unets
@@ -80,18 +79,10 @@ def test_other_architecture_lists_keys_counts_and_hint(tmp_path):
         check_state_dict(cifar10, celeba, known_models=known_unets())
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_pickle_that_runs_code_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
-    torch.save({"conv_in.weight": torch.zeros(1), "payload": _Exploit(marker)}, path)
+    torch.save({"conv_in.weight": torch.zeros(1), "payload": Exploit(marker)}, path)
     with pytest.raises(CheckpointError, match="(?s)refused.*system.*execute arbitrary code"):
         load_weights(_fresh("T1"), path)
     assert not marker.exists()

@@ -1,7 +1,6 @@
 """LDM-4-G: configs, safe Lightning checkpoint loading, parity of U-Net and decoder, key lists, MACs."""
 
 import json
-import os
 import sys
 import types
 
@@ -9,7 +8,7 @@ import pytest
 import torch
 
 import ldm
-from conftest import FIXTURES, load_fixture, tiny_ldm
+from conftest import FIXTURES, Exploit, load_fixture, tiny_ldm
 from ddpm import CheckpointError, ConfigError, unet_macs
 from ddpm.macs import count_macs
 from ldm.unet import UNetModel
@@ -50,17 +49,9 @@ def _lightning_like(tmp_path, state_dict, callbacks):
     return path
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_malicious_pickle_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
-    path = _lightning_like(tmp_path, {"betas": torch.zeros(3)}, {"x": _Exploit(marker)})
+    path = _lightning_like(tmp_path, {"betas": torch.zeros(3)}, {"x": Exploit(marker)})
     model = ldm.build_model(ldm.load_config(FIXTURES / "ldm/tiny_config.yaml"))
     with pytest.raises(CheckpointError, match="(?s)refused.*system.*execute arbitrary code"):
         ldm.load_weights(model, path)
