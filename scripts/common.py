@@ -306,6 +306,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
 
 
-def statistics(features):
+def feature_statistics(features):
+    """(mean, covariance) of features [N, D], float64."""
     f = np.asarray(features, np.float64)
     return f.mean(0), np.cov(f, rowvar=False)

@@ -30,7 +30,7 @@ def real_digits():
 def fd_pix(images, real):
     """FD between uint8 images [B, 8, 8, 1] and real pixel vectors in [0, 1]."""
     fake = images.reshape(len(images), -1).astype(np.float64) / 255.0
-    return common.frechet_distance(*common.statistics(fake), *common.statistics(real))
+    return common.frechet_distance(*common.feature_statistics(fake), *common.feature_statistics(real))
 
 
 def save_grid(path, images):
@@ -104,7 +104,7 @@ def main(argv=None):
     references = {
         "uniform noise": fd_pix((rng.random((args.num_samples, 8, 8, 1)) * 255).astype(np.uint8), real),
         "untrained model (100 DDIM steps)": fd_pix(untrained.sample(seeds, s), real),
-        "real digits, two halves": common.frechet_distance(*common.statistics(real[::2]), *common.statistics(real[1::2])),
+        "real digits, two halves": common.frechet_distance(*common.feature_statistics(real[::2]), *common.feature_statistics(real[1::2])),
     }
     rows = []
     for (method, steps, n, b), (s2, cache), times, imgs in zip(settings, runs, seconds, images):

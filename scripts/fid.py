@@ -82,7 +82,7 @@ def statistics_of(path, model, batch_size, device):
         with np.load(path) as f:
             return f["mu"], f["sigma"], None
     feats = activations(model, path, batch_size, device)
-    mu, sigma = common.statistics(feats)
+    mu, sigma = common.feature_statistics(feats)
     return mu, sigma, len(feats)
 
 

@@ -12,7 +12,7 @@ import torchvision
 from conftest import SCRIPTS
 
 sys.path.insert(0, str(SCRIPTS))
-from common import frechet_distance, statistics  # noqa: E402
+from common import feature_statistics, frechet_distance  # noqa: E402
 
 
 def _reference_fd(mu1, s1, mu2, s2):
@@ -25,7 +25,7 @@ def test_frechet_distance_matches_float64_reference(dim, n):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(n, dim)) @ rng.normal(size=(dim, dim))
     b = rng.normal(loc=0.3, size=(n, dim)) @ rng.normal(size=(dim, dim))
-    (mu1, s1), (mu2, s2) = statistics(a), statistics(b)
+    (mu1, s1), (mu2, s2) = feature_statistics(a), feature_statistics(b)
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_reference_fd(mu1, s1, mu2, s2), rel=1e-7)
     assert abs(frechet_distance(mu1, s1, mu1, s1)) < 1e-7
     shift = np.full(dim, 2.0)  # a pure shift of the mean adds ||shift||^2
