@@ -21,17 +21,20 @@ from tqdm.auto import tqdm
 from .schedules import CacheSchedule
 
 
-def _denoiser(unet, cache, num_steps, model_kwargs):
-    """eps(x, t, i) -> (eps, full) that follows `cache` at sampler step i."""
+def _denoiser(unet, cache, steps, model_kwargs, x_T):
+    """eps(x, i) -> (eps, full): the model at sampler step i, full or partial as `cache` says."""
+    num_steps = len(steps)
     cache = cache or CacheSchedule()
     cache.validate(num_steps, unet.num_branches)
     full = cache.full_mask(num_steps)
     kwargs = model_kwargs or {}
+    # the [B] timestep tensors, made once before the loop
+    ts = [torch.full((x_T.shape[0],), t, device=x_T.device, dtype=torch.long) for t, _, _ in steps]
     cached = None
 
-    def eps(x, t, i):
+    def eps(x, i):
         nonlocal cached
-        t = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        t = ts[i]
         if not full[i]:
             return unet.forward_partial(x, t, cached, branch=cache.branch, **kwargs), False
         if i + 1 < num_steps and not full[i + 1]:  # a partial step follows: keep the feature
@@ -78,10 +81,10 @@ def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     if eta > 0:
         _need_noise(noise_fn, "eta > 0")
     steps = _schedule(timesteps, alphas_cumprod, final_alpha_cumprod)
-    eps_fn = _denoiser(unet, cache, len(steps), model_kwargs)
+    eps_fn = _denoiser(unet, cache, steps, model_kwargs, x_T)
     x = x_T
     for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
-        eps, full = eps_fn(x, t, i)
+        eps, full = eps_fn(x, i)
         x, x0_pred = _ddim_update(x, eps, a_t, a_prev, eta, noise_fn)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
@@ -101,14 +104,14 @@ def plms_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     if eta != 0:
         raise ValueError("PLMS is deterministic: eta must be 0")
     steps = _schedule(timesteps, alphas_cumprod, final_alpha_cumprod)
-    eps_fn = _denoiser(unet, cache, len(steps), model_kwargs)
+    eps_fn = _denoiser(unet, cache, steps, model_kwargs, x_T)
     x, old_eps = x_T, []
     for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
-        eps, full = eps_fn(x, t, i)
+        eps, full = eps_fn(x, i)
         if not old_eps:  # pseudo improved Euler
             j = min(i + 1, len(steps) - 1)
             x_provisional, _ = _ddim_update(x, eps, a_t, a_prev, 0.0, None)
-            eps_next, _ = eps_fn(x_provisional, steps[j][0], j)
+            eps_next, _ = eps_fn(x_provisional, j)
             eps_prime = (eps + eps_next) / 2
         elif len(old_eps) == 1:
             eps_prime = (3 * eps - old_eps[-1]) / 2
@@ -137,10 +140,10 @@ def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", 
         raise ValueError(f"unknown var_type {var_type!r} (fixedlarge | fixedsmall)")
     _need_noise(noise_fn, "ancestral sampling")
     steps = _schedule(timesteps, alphas_cumprod, final_alpha_cumprod)
-    eps_fn = _denoiser(unet, cache, len(steps), model_kwargs)
+    eps_fn = _denoiser(unet, cache, steps, model_kwargs, x_T)
     x = x_T
     for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
-        eps, full = eps_fn(x, t, i)
+        eps, full = eps_fn(x, i)
         beta = 1 - a_t / a_prev
         x0_pred = (math.sqrt(1 / a_t) * x - math.sqrt(1 / a_t - 1) * eps).clamp(-1, 1)
         mean = (math.sqrt(a_prev) * beta * x0_pred + math.sqrt(1 - beta) * (1 - a_prev) * x) / (1 - a_t)

@@ -127,7 +127,7 @@ def main(argv=None):
         print(f"full steps: {full_steps}", file=sys.stderr)
 
     pipe = common.Pipeline(kind, cfg, device, ckpt=args.ckpt) if todo else None
-    made, seconds, stopped = 0, 0.0, False
+    made, seconds = 0, 0.0
     for batch in tqdm(todo, disable=rank != 0, unit="batch"):
         start = time.perf_counter()
         images = pipe.sample(batch, s, classes=classes, precision=args.precision)
@@ -140,10 +140,9 @@ def main(argv=None):
             if STOP:
                 break
         if STOP:
-            stopped = True
             break
 
-    if stopped:
+    if STOP:
         print(f"rank {rank}: stopped by signal {STOP[0]} after {made} new images; rerun the same command "
               "to resume.", file=sys.stderr)
         return 3
