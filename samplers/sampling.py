@@ -10,7 +10,7 @@ the U-Net contract:
 
 The sampler owns the step index and the cached feature (a local variable): nothing is stored on
 the model between calls. A `CacheSchedule` says which steps are full; `None` or `interval=1`
-gives the uncached sampler bit for bit.
+gives the uncached sampler bit for bit. Sampling runs without autograd, as in CompVis.
 """
 
 import math
@@ -70,6 +70,7 @@ def _ddim_update(x, eps, a_t, a_prev, eta, noise_fn):
     return x_prev, x0_pred
 
 
+@torch.no_grad()
 def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, final_alpha_cumprod=1.0,
                 model_kwargs=None, noise_fn=None, callback=None, progress=False):
     """DDIM (Song et al. 2021) from x_T [B,C,H,W] over ascending `timesteps`; returns x_0.
@@ -91,6 +92,7 @@ def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     return x
 
 
+@torch.no_grad()
 def plms_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, final_alpha_cumprod=1.0,
                 model_kwargs=None, noise_fn=None, callback=None, progress=False):
     """PLMS (pseudo linear multistep, Liu et al. 2022, as in CompVis `plms.py`); returns x_0.
@@ -126,6 +128,7 @@ def plms_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     return x
 
 
+@torch.no_grad()
 def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", cache=None,
                 final_alpha_cumprod=1.0, model_kwargs=None, noise_fn=None, callback=None, progress=False):
     """Ancestral sampling (Ho et al. 2020) over ascending `timesteps`; returns x_0.

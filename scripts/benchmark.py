@@ -2,13 +2,15 @@
 
     python scripts/benchmark.py --config cifar10 --random-init --batch-size 16 --intervals 2,3,5,10 --branches 0,2
     python scripts/benchmark.py --config cin256-v2 --random-init --batch-size 16 --intervals 5,10 --branches 0 \
-        --variants eager:fp32,eager:bf16,reduce-overhead:fp16 --device cuda
+        --variants eager:fp32,eager:fp16:graph,reduce-overhead:fp16,default:fp16:graph --device cuda
 
-A variant is `<eager | torch.compile mode>:<fp32 | fp16 | bf16>` (reduce-overhead = CUDA graphs).
+A variant is `<eager | torch.compile mode>:<fp32 | fp16 | bf16>[:cl][:graph]`: cl = channels_last,
+graph = each whole sampling run recorded as one CUDA graph (reduce-overhead records each pass instead).
 For each variant the uncached baseline runs in the same process;
 every row reports MACs per step (full, partial, average), the ideal speedup T / (k + (T-k) f), the
 measured time (median of --repeats after --warmup runs, device synchronised), the speedup and its
-fraction of the ideal, the sampling loop's own overhead (wall time beyond the model calls), and a
+fraction of the ideal, the sampling loop's own overhead (wall time beyond the model calls; not
+measurable inside a whole-run graph), and a
 quality proxy against the baseline images of the same seeds (PSNR in dB, mean absolute error in
 uint8 levels). With --random-init no checkpoint is needed; speed does not depend on the weights,
 but the quality columns then mean little.
@@ -98,7 +100,7 @@ def macs_per_branch(pipe, branches):
     return macs
 
 
-def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
+def rows_for_variant(pipe, args, s, seeds, macs, variant):
     """Every setting of one variant. Repeats run round-robin over the settings, so slow drifts of
     the machine hit all of them alike; speedups are medians of per-round ratios to the baseline."""
     T = len(pipe.timesteps(s))
@@ -109,15 +111,16 @@ def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
         s2 = replace(s, steps=steps) if method == "DDIM" else s
         runs.append((s2, CacheSchedule(N, branch or 0)))
         for _ in range(args.warmup):  # compilation, autotuning, allocator
-            pipe.sample_x0(seeds, s2, runs[-1][1], precision=precision)
+            pipe.sample_x0(seeds, s2, runs[-1][1], precision=variant.precision)
     seconds = [[] for _ in runs]
     for _ in range(args.repeats):
         for i, (s2, cache) in enumerate(runs):
-            t, x0 = timed_run(pipe, seeds, s2, cache, precision)
+            t, x0 = timed_run(pipe, seeds, s2, cache, variant.precision)
             seconds[i].append(t)
             if len(seconds[i]) == args.repeats:
-                runs[i] = (s2, cache, pipe.to_images(x0, precision))
+                runs[i] = (s2, cache, pipe.to_images(x0, variant.precision))
     base_images = runs[0][2]
+    overhead = args.overhead and not variant.cuda_graph
     rows = []
     for (method, steps, N, branch), (s2, cache, images), times in zip(settings, runs, seconds):
         T2 = len(pipe.timesteps(s2))
@@ -126,19 +129,19 @@ def rows_for_variant(pipe, args, s, seeds, macs, precision, compile_mode):
         speedup = statistics.median(b / t for b, t in zip(seconds[0], times))
         rows.append(dict(method=method, steps=T2, N=N, branch=branch, ideal=ideal_speedup(T2, k, f) * T / T2,
                          seconds=statistics.median(times), speedup=speedup,
-                         overhead=loop_overhead(pipe, seeds, s2, cache, precision) if args.overhead else None,
+                         overhead=loop_overhead(pipe, seeds, s2, cache, variant.precision) if overhead else None,
                          psnr=psnr(images, base_images), mae=float(np.abs(images.astype(np.float64) - base_images).mean()),
                          macs_step=(k * macs["full"] + (T2 - k) * f * macs["full"]) / T2))
     for r in rows:
-        r.update(precision=precision, compile=compile_mode or "eager", batch=len(seeds), baseline=r is rows[0],
+        r.update(variant=str(variant), **variant._asdict(), batch=len(seeds), baseline=r is rows[0],
                  images_per_s=len(seeds) / r["seconds"], fraction_of_ideal=r["speedup"] / r["ideal"])
     return rows
 
 
 def markdown(rows, header):
-    cols = ["compile", "precision", "method", "steps", "N", "branch", "macs_step", "ideal", "speedup",
+    cols = ["variant", "method", "steps", "N", "branch", "macs_step", "ideal", "speedup",
             "fraction_of_ideal", "images_per_s", "vs_eager_fp32", "overhead", "psnr", "mae"]
-    names = ["compile", "precision", "method", "steps", "N", "branch", "GMACs/step/image", "ideal", "speedup",
+    names = ["variant", "method", "steps", "N", "branch", "GMACs/step/image", "ideal", "speedup",
              "of ideal", "img/s", "vs eager fp32", "loop overhead", "PSNR dB", "MAE"]
     fmt = {"macs_step": lambda v: f"{v / 1e9:.2f}", "ideal": lambda v: f"{v:.2f}x", "speedup": lambda v: f"{v:.2f}x",
            "fraction_of_ideal": lambda v: f"{100 * v:.1f}%", "images_per_s": lambda v: f"{v:.2f}",
@@ -148,6 +151,13 @@ def markdown(rows, header):
     for r in rows:
         lines.append("| " + " | ".join(fmt.get(c, str)(r[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
+
+
+def variants(text):
+    try:
+        return [common.parse_variant(v) for v in text.split(",")]
+    except common.UsageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def ints(text):
@@ -164,9 +174,8 @@ def main(argv=None):
     p.add_argument("--intervals", type=ints, default=[2, 3, 5, 10])
     p.add_argument("--branches", type=ints, help="cache branches (default: the config's)")
     p.add_argument("--ddim-steps", type=ints, default=[], help="fewer-step DDIM baselines, e.g. 50,20,10")
-    p.add_argument("--variants", default="eager:fp32", help="comma list of <eager|default|max-autotune|"
-                   "reduce-overhead>:<fp32|fp16|bf16>")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--variants", type=variants, default="eager:fp32",
+                   help="comma list of <eager|compile mode>:<fp32|fp16|bf16>[:cl][:graph]")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per setting before timing")
     p.add_argument("--no-overhead", dest="overhead", action="store_false",
@@ -179,19 +188,22 @@ def main(argv=None):
     kind, cfg = common.load_any_config(args.config, args.overrides)
     s = cfg.sampling if args.steps is None else replace(cfg.sampling, steps=args.steps)
     args.branches = args.branches or [s.cache_branch]
+    try:
+        for v in args.variants:
+            common.check_fast_path(args.device, v.compile_mode, v.cuda_graph, s)
+    except common.UsageError as e:
+        p.error(str(e))
     seeds = list(range(args.batch_size))
     rows = []
-    for variant in args.variants.split(","):
-        compile_mode, precision = variant.split(":")
-        compile_mode = None if compile_mode == "eager" else compile_mode
+    for variant in args.variants:
         pipe = common.Pipeline(kind, cfg, args.device, ckpt=args.ckpt, random_init=args.random_init)
-        pipe.optimize(compile_mode, args.channels_last)
+        pipe.optimize(variant.compile_mode, variant.channels_last, variant.cuda_graph)
         print(f"[{variant}] ...", file=sys.stderr)
-        rows += rows_for_variant(pipe, args, s, seeds, macs_per_branch(pipe, args.branches), precision, compile_mode)
+        rows += rows_for_variant(pipe, args, s, seeds, macs_per_branch(pipe, args.branches), variant)
         del pipe
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    ref = next((r for r in rows if r["compile"] == "eager" and r["precision"] == "fp32" and r["baseline"]), None)
+    ref = next((r for r in rows if r["variant"] in ("eager:fp32", "eager:fp32:cl") and r["baseline"]), None)
     for r in rows:
         r["vs_eager_fp32"] = ref["seconds"] / r["seconds"] if ref else None
 

@@ -9,7 +9,9 @@ import re
 import subprocess
 import sys
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -22,12 +24,14 @@ import ddpm  # noqa: E402
 import ldm  # noqa: E402
 from ddpm.checkpoint import check_file  # noqa: E402
 from ddpm.config import ConfigError, find_config  # noqa: E402
-from samplers import (CacheSchedule, ClassifierFreeGuidance, PerImageRNG, ddim_sample, ddpm_sample,  # noqa: E402
-                      make_timesteps, plms_sample)
+from samplers import (CacheSchedule, ClassifierFreeGuidance, GraphedRun, PerImageRNG, ddim_sample,  # noqa: E402
+                      ddpm_sample, make_timesteps, plms_sample)
 
 CHECKPOINTS = REPO / "checkpoints"
 SAMPLERS = {"ddim": ddim_sample, "plms": plms_sample, "ddpm": ddpm_sample}
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile modes that record CUDA graphs
 
 
 class UsageError(ValueError):
@@ -97,20 +101,27 @@ class Pipeline:
             self.final_alpha_cumprod, self.offset = float(self.alphas_cumprod[0]), 1
             self.shape = self.model.latent_shape
             self.num_classes = self.model.uncond_class
+            with torch.no_grad():  # the guidance's unconditional context, made once
+                self.uncond = self.model.get_learned_conditioning(torch.tensor([self.num_classes], device=self.device))
+        self.channels_last, self.cuda_graph, self.graphs = False, False, {}
 
-    def optimize(self, compile_mode=None, channels_last=False):
-        """`torch.compile` the three passes (static graphs: one per pass and branch) and/or channels_last.
+    def optimize(self, compile_mode=None, channels_last=False, cuda_graph=False):
+        """The fast paths, each optional (`check_fast_path` says which combinations work).
 
-        compile_mode: None (eager), "default", "max-autotune" or "reduce-overhead" (CUDA graphs).
+        compile_mode: `torch.compile` the three passes (static graphs: one per pass and branch), one of
+        COMPILE_MODES (those in CUDA_GRAPH_MODES also record each pass as a CUDA graph). channels_last: NHWC
+        weights and inputs. cuda_graph: record each whole deterministic sampling run (every pass and
+        every step update) as one CUDA graph, replayed for later batches of the same settings.
         """
+        check_fast_path(self.device, compile_mode, cuda_graph)
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
-            self.channels_last = True
+        self.channels_last, self.cuda_graph = channels_last, cuda_graph
         if compile_mode:
             for name in ("forward", "forward_full", "forward_partial"):
                 setattr(self.unet, name, torch.compile(getattr(self.unet, name), mode=compile_mode, dynamic=False,
                                                        fullgraph=True))
-            if compile_mode == "reduce-overhead":  # CUDA graphs reuse their output memory: copy outputs out
+            if compile_mode in CUDA_GRAPH_MODES:  # CUDA graphs reuse their output memory: copy outputs out
                 for name in ("forward", "forward_full", "forward_partial"):
                     setattr(self.unet, name, _cloning(getattr(self.unet, name)))
         return self
@@ -143,25 +154,40 @@ class Pipeline:
 
     @torch.no_grad()
     def sample_x0(self, seeds, s, cache=None, classes=None, precision="fp32", progress=False, denoiser=None):
-        """The sampler's output x_0 for `seeds` under sampling config `s` (latents for LDM)."""
+        """The sampler's output x_0 for `seeds` under sampling config `s` (latents for LDM).
+
+        `denoiser` replaces the U-Net (e.g. a wrapper that times its calls); not with `cuda_graph`.
+        """
         rng = PerImageRNG(seeds, self.device)
         x_T = rng.randn((len(seeds), *self.shape))
-        if getattr(self, "channels_last", False):
+        if self.channels_last:
             x_T = x_T.contiguous(memory_format=torch.channels_last)
         cache = cache_schedule(s) if cache is None else cache
-        kwargs = {}
-        unet = denoiser or self.unet
+        inputs = [x_T]
         if self.kind == "ldm":
-            c = self.model.get_learned_conditioning(torch.tensor(self.labels(seeds, classes), device=self.device))
-            uc = self.model.get_learned_conditioning(torch.tensor([self.model.uncond_class], device=self.device))
-            unet = ClassifierFreeGuidance(unet, s.scale, uc)
-            kwargs = {"model_kwargs": {"context": c}, "final_alpha_cumprod": self.final_alpha_cumprod}
+            inputs.append(self.model.get_learned_conditioning(torch.tensor(self.labels(seeds, classes), device=self.device)))
+        run = partial(self._run, s, cache, precision, progress, denoiser, rng.randn_like)
+        if not self.cuda_graph:
+            return run(*inputs)
+        check_fast_path(self.device, cuda_graph=True, sampling=s)
+        if denoiser is not None or progress:
+            raise UsageError("a CUDA-graph run has no per-step Python: no progress bar or denoiser wrapper")
+        key = (repr(s), cache, precision, tuple(x_T.shape))
+        if key not in self.graphs:
+            self.graphs[key] = GraphedRun(run, *inputs)
+        return self.graphs[key](*inputs)
+
+    def _run(self, s, cache, precision, progress, denoiser, noise_fn, x_T, context=None):
+        unet, kwargs = denoiser or self.unet, {}
+        if self.kind == "ldm":
+            unet = ClassifierFreeGuidance(unet, s.scale, self.uncond)
+            kwargs = {"model_kwargs": {"context": context}, "final_alpha_cumprod": self.final_alpha_cumprod}
         if s.sampler == "ddpm":
             kwargs["var_type"] = self.cfg.diffusion.var_type if self.kind == "ddpm" else "fixedsmall"
         else:
             kwargs["eta"] = s.eta
         if s.sampler == "ddpm" or s.eta > 0:
-            kwargs["noise_fn"] = rng.randn_like
+            kwargs["noise_fn"] = noise_fn
         with self.autocast(precision):
             return SAMPLERS[s.sampler](unet, x_T, self.timesteps(s), self.alphas_cumprod, cache=cache,
                                        progress=progress, **kwargs)
@@ -177,6 +203,45 @@ class Pipeline:
     def sample(self, seeds, s, cache=None, classes=None, precision="fp32", progress=False):
         """uint8 images [B, H, W, C] for `seeds`."""
         return self.to_images(self.sample_x0(seeds, s, cache, classes, precision, progress), precision)
+
+
+def parse_variant(text):
+    """'<eager | compile mode>:<fp32 | fp16 | bf16>[:cl][:graph]' -> Variant; cl = channels_last,
+    graph = whole-run CUDA graph. E.g. eager:fp32, reduce-overhead:fp16, default:fp16:cl:graph."""
+    mode, precision, *flags = text.split(":") if ":" in text else (text, None)
+    if precision not in PRECISIONS or set(flags) - {"cl", "graph"} or len(set(flags)) < len(flags):
+        raise UsageError(f"malformed variant {text!r}: expected <eager|{'|'.join(COMPILE_MODES)}>:"
+                         f"<{'|'.join(PRECISIONS)}>[:cl][:graph]")
+    variant = Variant(None if mode == "eager" else mode, precision, "cl" in flags, "graph" in flags)
+    check_fast_path("cuda", variant.compile_mode, variant.cuda_graph)  # the device is checked once known
+    return variant
+
+
+class Variant(NamedTuple):
+    compile_mode: Optional[str]
+    precision: str
+    channels_last: bool = False
+    cuda_graph: bool = False
+
+    def __str__(self):
+        return ":".join([self.compile_mode or "eager", self.precision] + ["cl"] * self.channels_last
+                        + ["graph"] * self.cuda_graph)
+
+
+def check_fast_path(device, compile_mode=None, cuda_graph=False, sampling=None):
+    """UsageError for a fast-path combination that cannot work, before any model work."""
+    if compile_mode not in (None, *COMPILE_MODES):
+        raise UsageError(f"unknown compile mode {compile_mode!r} ({' | '.join(COMPILE_MODES)})")
+    if not cuda_graph:
+        return
+    if torch.device(device).type != "cuda":
+        raise UsageError(f"CUDA graphs need a CUDA device, not {device}")
+    if compile_mode in CUDA_GRAPH_MODES:
+        raise UsageError(f"compile mode {compile_mode!r} already records each pass as a CUDA graph: use it "
+                         "without the whole-run graph, or combine the whole-run graph with 'default'")
+    if sampling is not None and (sampling.sampler == "ddpm" or sampling.eta > 0):
+        raise UsageError("a whole-run CUDA graph needs a deterministic sampler (ddim or plms with eta 0): "
+                         "a graph would replay the same noise for every batch")
 
 
 def _cloning(fn):

@@ -44,6 +44,10 @@ def parse_args(argv=None):
     p.add_argument("--subdirs", action="store_true", help="put images in subfolders of 1000")
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--precision", choices=list(common.PRECISIONS), default="fp32")
+    p.add_argument("--compile", choices=common.COMPILE_MODES, help="torch.compile the U-Net passes in this mode")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="record each batch's whole sampling run as one CUDA graph (ddim/plms, eta 0)")
     p.add_argument("--npz", action="store_true", help="also pack the images into an ADM-evaluator npz")
     p.add_argument("--grid", action="store_true", help="also write grid.png of the first 256 images")
     p.add_argument("--ckpt", help="your own checkpoint (skips the md5 check)")
@@ -70,6 +74,8 @@ def prepare(args):
     if classes and kind != "ldm":
         raise common.UsageError("--classes applies to class-conditional (LDM) configs only")
     timesteps, full_steps = common.Pipeline.check(kind, cfg, args.ckpt)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    common.check_fast_path(device, args.compile, args.cuda_graph, cfg.sampling)
     s = cfg.sampling
     outdir = Path(args.outdir or common.REPO / "outputs" / (cfg.name or Path(args.config).stem)
                   / f"{s.sampler}-S{s.steps}-N{s.cache_interval}-k{s.cache_branch}")
@@ -126,7 +132,10 @@ def main(argv=None):
         print(f"timesteps (visited high to low): {timesteps[::-1]}", file=sys.stderr)
         print(f"full steps: {full_steps}", file=sys.stderr)
 
-    pipe = common.Pipeline(kind, cfg, device, ckpt=args.ckpt) if todo else None
+    pipe = None
+    if todo:
+        pipe = common.Pipeline(kind, cfg, device, ckpt=args.ckpt)
+        pipe.optimize(args.compile, args.channels_last, args.cuda_graph)
     made, seconds = 0, 0.0
     for batch in tqdm(todo, disable=rank != 0, unit="batch"):
         start = time.perf_counter()
@@ -154,7 +163,8 @@ def main(argv=None):
         "config": common.OmegaConf.to_container(common.OmegaConf.structured(cfg)), "kind": kind,
         "checkpoint": args.ckpt or str(common.CHECKPOINTS / cfg.checkpoint.file),
         "seeds": args.seeds, "classes": args.classes, "timesteps": timesteps, "full_steps": full_steps,
-        "precision": args.precision, "device": common.device_name(device), "world_size": world,
+        "precision": args.precision, "compile": args.compile, "channels_last": args.channels_last,
+        "cuda_graph": args.cuda_graph, "device": common.device_name(device), "world_size": world,
         "images_generated": int(made), "sampling_seconds": float(seconds),
         "images_per_second": float(made / seconds) if seconds > 0 else None,
         "versions": common.versions(),

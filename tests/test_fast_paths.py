@@ -1,5 +1,6 @@
 """Fast paths: torch.compile captures full and partial passes as static graphs; reduced precision
-and channels_last stay close to eager fp32; interval 1 stays bit-identical to no cache."""
+and channels_last stay close to eager fp32; interval 1 stays bit-identical to no cache; a whole-run
+CUDA graph replays the sampling loop (on a GPU) and impossible settings are refused."""
 
 import sys
 
@@ -9,10 +10,11 @@ import torch
 from conftest import SCRIPTS, tiny_ddpm
 from ddpm import DDPMConfig
 from ddpm.model import alphas_cumprod
-from samplers import CacheSchedule, ddim_sample, make_timesteps
+from samplers import CacheSchedule, GraphedRun, ddim_sample, make_timesteps
 
 sys.path.insert(0, str(SCRIPTS))
 import check_fast_paths  # noqa: E402
+from common import UsageError, check_fast_path, parse_variant  # noqa: E402
 
 ALPHAS = alphas_cumprod(DDPMConfig().diffusion)
 
@@ -45,7 +47,37 @@ def test_reduced_precision_and_channels_last_match_eager_fp32(tmp_path):
     cfg = tmp_path / "t2.yaml"
     cfg.write_text("name: t2\nmodel: {ch: 32, ch_mult: [1, 2, 2], num_res_blocks: 2, attn_resolutions: [8],"
                    " dropout: 0.0, resolution: 16}\nsampling: {cache_branch: 2}\n")
-    res = check_fast_paths.check(str(cfg), [(None, False, "bf16"), (None, True, "fp32"), (None, True, "bf16")],
+    res = check_fast_paths.check(str(cfg), [parse_variant(v) for v in ("eager:bf16", "eager:fp32:cl", "eager:bf16:cl")],
                                  branches=[0, 2], batch_size=2)
     assert res["interval_1_equals_no_cache_bitwise"]
     assert res["ok"], res
+
+
+@pytest.mark.parametrize("device,mode,sampler,eta,message", [
+    ("cpu", None, "ddim", 0.0, "CUDA graphs need a CUDA device"),
+    ("cuda", "reduce-overhead", "ddim", 0.0, "already records each pass as a CUDA graph"),
+    ("cuda", None, "ddpm", 0.0, "needs a deterministic sampler"),
+    ("cuda", None, "ddim", 0.5, "needs a deterministic sampler"),
+])
+def test_impossible_cuda_graph_settings_are_refused_before_any_work(device, mode, sampler, eta, message):
+    s = DDPMConfig().sampling
+    s.sampler, s.eta = sampler, eta
+    with pytest.raises(UsageError, match=message):
+        check_fast_path(device, mode, True, s)
+    with pytest.raises(ValueError, match="CUDA tensors"):
+        GraphedRun(lambda x: x + 1, torch.zeros(2))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_whole_run_cuda_graph_replays_the_loop_for_new_inputs():
+    unet, _ = tiny_ddpm("T2")
+    unet = unet.cuda()
+    seq, cache = make_timesteps(10), CacheSchedule(3, 2)
+    x1, x2 = torch.randn(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(0)).cuda()
+    with torch.no_grad():
+        run = GraphedRun(lambda x: ddim_sample(unet, x, seq, ALPHAS, cache=cache), x1)
+        for x in (x1, x2):
+            torch.testing.assert_close(run(x), ddim_sample(unet, x, seq, ALPHAS, cache=cache), rtol=1e-5, atol=1e-5)
+        with pytest.raises(ValueError, match="does not match the captured"):
+            run(x1[:1])

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import SCRIPTS
 
@@ -87,6 +88,7 @@ def test_sigterm_finishes_the_current_image_and_exits_resumably(tmp_path, t1_run
     (["--seeds", "5-1"], "malformed seed range"),
     (["--seeds", "1-x"], "malformed seed range"),
     (["--scale", "2"], "unknown config key 'sampling.scale'"),  # no guidance for DDPM
+    (["--cuda-graph", "--device", "cpu"], "CUDA graphs need a CUDA device"),
 ])
 def test_bad_input_is_one_line_and_touches_nothing(tmp_path, t1_run, extra, message):
     cfg, ckpt = t1_run
@@ -97,6 +99,21 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, t1_run, extra, mess
     assert r.returncode == 2 and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert [p.name for p in out.iterdir()] == ["000000.png"] and (out / "000000.png").read_bytes() == b"existing"
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_run_writes_the_eager_images(tmp_path, t1_run):
+    cfg, ckpt = t1_run
+    args = ["--config", cfg, "--ckpt", ckpt, "--seeds", "0-3"]
+    eager = run(*args, "--outdir", tmp_path / "eager")
+    fast = run(*args, "--outdir", tmp_path / "fast", "--compile", "default", "--channels-last")
+    assert eager.returncode == 0 and fast.returncode == 0, fast.stderr
+    a, b = files(tmp_path / "eager"), files(tmp_path / "fast")
+    assert a.keys() == b.keys() and len(a) == 4
+    for name in a:  # fp32 reassociation may move a pixel across a rounding boundary, no further
+        diff = np.abs(np.asarray(Image.open(tmp_path / "eager" / name), np.int16)
+                      - np.asarray(Image.open(tmp_path / "fast" / name), np.int16))
+        assert diff.max() <= 1, (name, diff.max())
 
 
 def test_missing_checkpoint_names_file_and_source(tmp_path):
