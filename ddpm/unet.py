@@ -16,11 +16,16 @@ import torch.nn.functional as F
 from .deepcache import DeepCacheUNet
 
 
-def get_timestep_embedding(t, dim):
-    """Sinusoidal embedding [B, dim] of training timesteps t [B] (sin first, as in the DDPM code)."""
+def timestep_frequencies(dim):
+    """The sinusoidal embedding's dim // 2 frequencies, float32, computed as in the DDPM code."""
     half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
-    args = t.float()[:, None] * freqs.to(t.device)[None, :]
+    return torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000) / (half - 1)))
+
+
+def get_timestep_embedding(t, dim, freqs):
+    """Sinusoidal embedding [B, dim] of training timesteps t [B] (sin first, as in the DDPM code);
+    `freqs = timestep_frequencies(dim)` on t's device (the model keeps it as a buffer)."""
+    args = t.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=1)
     if dim % 2 == 1:
         emb = F.pad(emb, (0, 1, 0, 0))
@@ -198,11 +203,13 @@ class UNet(DeepCacheUNet):
         # Execution order of the up blocks: (level, block). Up block j consumes hs[-1-j].
         self._up_order = [(l, b) for l in reversed(range(self.num_resolutions)) for b in range(num_res_blocks + 1)]
         self.num_branches = len(self._up_order)  # = len(hs) = 1 + L*R + (L-1)
+        # made once on the CPU like the original's, then moved with the model: no copy per call
+        self.register_buffer("temb_freqs", timestep_frequencies(ch), persistent=False)
 
     # -- the three stages shared by every pass --------------------------------------------------
 
     def _embed(self, t):
-        temb = get_timestep_embedding(t, self.ch)
+        temb = get_timestep_embedding(t, self.ch, self.temb_freqs)
         return self.temb.dense[1](nonlinearity(self.temb.dense[0](temb)))
 
     def _down(self, x, temb, num_skips):

@@ -16,10 +16,14 @@ import torch.nn.functional as F
 from ddpm.deepcache import DeepCacheUNet
 
 
-def timestep_embedding(t, dim, max_period=10000):
-    """Sinusoidal embedding [B, dim] of training timesteps t [B] (cos first, as in openaimodel)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
+def timestep_frequencies(dim, max_period=10000):
+    """The sinusoidal embedding's dim // 2 frequencies, float32, computed as in openaimodel."""
+    return torch.exp(-math.log(max_period) * torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
+
+
+def timestep_embedding(t, dim, freqs):
+    """Sinusoidal embedding [B, dim] of training timesteps t [B] (cos first, as in openaimodel);
+    `freqs = timestep_frequencies(dim)` on t's device (the model keeps it as a buffer)."""
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -225,9 +229,11 @@ class UNetModel(DeepCacheUNet):
 
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(model_channels, out_channels, 3, padding=1))
         self.num_branches = len(self.input_blocks)
+        # made once on the CPU like the original's, then moved with the model: no copy per call
+        self.register_buffer("time_freqs", timestep_frequencies(model_channels), persistent=False)
 
     def _embed(self, t):
-        return self.time_embed(timestep_embedding(t, self.model_channels))
+        return self.time_embed(timestep_embedding(t, self.model_channels, self.time_freqs))
 
     def _down(self, x, emb, num_skips, context=None):
         hs, h = [], x

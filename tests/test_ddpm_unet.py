@@ -24,7 +24,7 @@ def test_forward_and_every_intermediate_match_original(name):
     for h in hooks:
         h.remove()
     torch.testing.assert_close(out, fwd["out"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(get_timestep_embedding(fwd["t"], unet.ch), fwd["temb_sinusoidal"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(get_timestep_embedding(fwd["t"], unet.ch, unet.temb_freqs), fwd["temb_sinusoidal"], rtol=1e-5, atol=1e-5)
     assert list(seen) == list(fwd["intermediates"]), "modules ran in a different order"
     for key, ref in fwd["intermediates"].items():
         torch.testing.assert_close(seen[key], ref, rtol=1e-5, atol=1e-5, msg=lambda m: f"{key}: {m}")
