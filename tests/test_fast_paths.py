@@ -117,3 +117,11 @@ def test_whole_run_cuda_graph_replays_the_loop_for_new_inputs():
             torch.testing.assert_close(run(x), ddim_sample(unet, x, seq, ALPHAS, cache=cache), rtol=1e-5, atol=1e-5)
         with pytest.raises(ValueError, match="does not match the captured"):
             run(x1[:1])
+
+
+def test_variant_names_round_trip_and_typos_are_refused():
+    for text in ("eager:fp32", "reduce-overhead:fp16", "default:bf16:cl", "default:fp16:cl:graph"):
+        assert str(parse_variant(text)) == text
+    for bad in ("eager", "eager:fp8", "eager:fp32:nhwc", "eager:fp32:cl:cl", "fast:fp16"):
+        with pytest.raises(UsageError):
+            parse_variant(bad)
