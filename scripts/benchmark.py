@@ -153,6 +153,17 @@ def markdown(rows, header):
     return "\n".join(lines) + "\n"
 
 
+def report(out, rows, header, device, args):
+    """Write the rows so far as Markdown and JSON; returns the Markdown."""
+    ref = next((r for r in rows if r["variant"] in ("eager:fp32", "eager:fp32:cl") and r["baseline"]), None)
+    for r in rows:
+        r["vs_eager_fp32"] = ref["seconds"] / r["seconds"] if ref else None
+    table = markdown(rows, header)
+    common.write_text(out.with_suffix(".md"), table)
+    common.write_json(out.with_suffix(".json"), {"device": device, "args": vars(args), "rows": rows,
+                                                 "versions": common.versions()})
+    return table
+
 def variants(text):
     try:
         return [common.parse_variant(v) for v in text.split(",")]
@@ -194,6 +205,11 @@ def main(argv=None):
     except common.UsageError as e:
         p.error(str(e))
     seeds = list(range(args.batch_size))
+    device = common.device_name(args.device)
+    header = (f"### {cfg.name or args.config}: batch {args.batch_size}, {len(common.make_timesteps(s.steps, s.skip_type))} "
+              f"{s.sampler} steps, {device}{' (random weights)' if args.random_init else ''}\n\n"
+              f"`python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
+    out = Path(args.out or common.REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}")
     rows = []
     for variant in args.variants:
         pipe = common.Pipeline(kind, cfg, args.device, ckpt=args.ckpt, random_init=args.random_init)
@@ -203,21 +219,8 @@ def main(argv=None):
         del pipe
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    ref = next((r for r in rows if r["variant"] in ("eager:fp32", "eager:fp32:cl") and r["baseline"]), None)
-    for r in rows:
-        r["vs_eager_fp32"] = ref["seconds"] / r["seconds"] if ref else None
-
-    device = common.device_name(args.device)
-    header = (f"### {cfg.name or args.config}: batch {args.batch_size}, {len(common.make_timesteps(s.steps, s.skip_type))} "
-              f"{s.sampler} steps, {device}{' (random weights)' if args.random_init else ''}\n\n"
-              f"`python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
-    table = markdown(rows, header)
+        table = report(out, rows, header, device, args)  # after every variant: a time-out keeps what is done
     print(table)
-    out = Path(args.out or common.REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(table)
-    common.write_json(out.with_suffix(".json"), {"device": device, "args": vars(args), "rows": rows,
-                                                 "versions": common.versions()})
     return 0
 
 

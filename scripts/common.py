@@ -334,12 +334,17 @@ def make_grid(images, min_width=512):
     return grid.repeat(scale, 0).repeat(scale, 1)
 
 
-def write_json(path, data):
+def write_text(path, text):
+    """Write atomically (a temporary name, then rename), making the folder if needed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def versions():
