@@ -22,25 +22,37 @@ from common import UsageError, check_fast_path, parse_variant  # noqa: E402
 ALPHAS = alphas_cumprod(DDPMConfig().diffusion)
 
 
+def _model(kind):
+    """(U-Net whose passes get compiled, denoiser the sampler calls, x_T, sampler keyword arguments)."""
+    gen = torch.Generator().manual_seed(0)
+    if kind == "ddpm":
+        unet, _ = tiny_ddpm("T2")
+        return unet, unet, torch.randn(2, 3, 16, 16, generator=gen), {}
+    lm = tiny_ldm()
+    c, uc = (lm.get_learned_conditioning(torch.tensor(y)) for y in ([1, 2], [lm.uncond_class]))
+    return lm.unet, ClassifierFreeGuidance(lm.unet, 2.0, uc), torch.randn(2, *lm.latent_shape, generator=gen), \
+        {"model_kwargs": {"context": c}}
+
+
 @pytest.mark.slow
-def test_compiled_passes_are_static_graphs_and_match_eager():
+@pytest.mark.parametrize("kind", ["ddpm", "ldm"])
+def test_compiled_passes_are_static_graphs_and_match_eager(kind):
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    unet, _ = tiny_ddpm("T2")
-    x_T, seq = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), make_timesteps(10)
-    cache = CacheSchedule(3, 2)
-    eager = ddim_sample(unet, x_T, seq, ALPHAS, cache=cache)
+    unet, denoiser, x_T, kw = _model(kind)
+    seq, cache = make_timesteps(10), CacheSchedule(3, 2)
+    eager = ddim_sample(denoiser, x_T, seq, ALPHAS, cache=cache, **kw)
     for name in ("forward", "forward_full", "forward_partial"):
         setattr(unet, name, torch.compile(getattr(unet, name), dynamic=False, fullgraph=True))  # no graph breaks
-    compiled = ddim_sample(unet, x_T, seq, ALPHAS, cache=cache)
+    compiled = ddim_sample(denoiser, x_T, seq, ALPHAS, cache=cache, **kw)
     graphs = counters["stats"]["unique_graphs"]
     assert graphs == 3, f"expected one graph per pass (forward, full, partial), got {graphs}"
     assert not counters["graph_break"]
     torch._dynamo.config.error_on_recompile = True
     try:  # other inputs and timesteps: no recompilation
-        ddim_sample(unet, x_T * 0.5, make_timesteps(10, offset=1), ALPHAS, cache=cache)
+        ddim_sample(denoiser, x_T * 0.5, make_timesteps(10, offset=1), ALPHAS, cache=cache, **kw)
     finally:
         torch._dynamo.config.error_on_recompile = False
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-3)
