@@ -1,8 +1,8 @@
 #!/bin/bash
 # Every GPU check and benchmark of the project, in one run (at most 9.5 minutes: give it 590 s).
 #   OUT=results/gpu scripts/gpu_report.sh
-# Writes device.txt, log.txt, fastpaths_*.json and bench_*.{json,md} into $OUT, and all of them
-# packed in report.tar.gz (steps that time out leave the others' results intact).
+# Writes device.txt, log.txt, fastpaths_*.json and bench_*.{json,md} into $OUT: eight files (steps
+# that time out leave the others' results intact).
 set -uo pipefail
 OUT=${OUT:-results/gpu}
 mkdir -p "$OUT"
@@ -34,5 +34,3 @@ step "benchmark CIFAR-10 b64" timeout 120 python3 scripts/benchmark.py --config 
 step "benchmark LDM-4-G b16" timeout 300 python3 scripts/benchmark.py --config cin256-v2 --random-init --device cuda \
   --batch-size 16 --intervals 5,10 --branches 0 --repeats 1 --no-overhead \
   --variants eager:fp32,eager:fp16:cl:graph,default:fp16:cl:graph --out "$OUT/bench_cin256_b16"
-
-tar -czf "$OUT/report.tar.gz" -C "$OUT" --exclude report.tar.gz .
