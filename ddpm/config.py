@@ -5,7 +5,6 @@ by bare name (`lsun_church`, `lsun_church.yaml`); an unknown or mistyped key is 
 the key and the file.
 """
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -116,16 +115,15 @@ def load_structured(data, schema, overrides=(), source="config"):
         raise ConfigError(f"{source}: invalid value for {e.full_key!r}: {str(e).splitlines()[0]}") from None
 
 
+def read_yaml(path):
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:
+        raise ConfigError(f"{path}: not a readable YAML file ({e})") from None
+
+
 def load_config(name_or_path, overrides=()):
     """A validated `DDPMConfig` from a config path or bare name, plus `key=value` overrides."""
     path = find_config(name_or_path)
-    try:
-        data = OmegaConf.load(path)
-    except Exception as e:
-        raise ConfigError(f"{path}: not a readable YAML file ({e})") from None
-    return load_structured(data, DDPMConfig, overrides, source=str(path))
+    return load_structured(read_yaml(path), DDPMConfig, overrides, source=str(path))
 
-
-def to_dict(cfg):
-    """A plain dict of a config dataclass (for run records)."""
-    return dataclasses.asdict(cfg)

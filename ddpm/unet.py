@@ -135,13 +135,41 @@ def down_levels(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, temb_
     return levels, block_in
 
 
-def mid_block(channels, temb_channels, dropout):
-    """`mid.{block_1, attn_1, block_2}`."""
-    mid = nn.Module()
-    mid.block_1 = ResnetBlock(channels, channels, temb_channels, dropout)
-    mid.attn_1 = AttnBlock(channels)
-    mid.block_2 = ResnetBlock(channels, channels, temb_channels, dropout)
-    return mid
+def up_levels(ch, ch_mult, num_res_blocks, attn_resolutions, block_in, resolution, temb_channels, dropout,
+              resamp_with_conv, skips=True):
+    """The up path `up.{level}.{block,attn,upsample}` (up[0] at full resolution) and its final channel
+    count. With `skips` each block also takes the matching skip feature (U-Net); without, none (decoder)."""
+    levels, curr_res = [], resolution // 2 ** (len(ch_mult) - 1)
+    in_ch_mult = (1,) + tuple(ch_mult)
+    for level in reversed(range(len(ch_mult))):
+        block, attn = nn.ModuleList(), nn.ModuleList()
+        block_out = ch * ch_mult[level]
+        for b in range(num_res_blocks + 1):
+            skip_in = ch * (in_ch_mult[level] if b == num_res_blocks else ch_mult[level]) if skips else 0
+            block.append(ResnetBlock(block_in + skip_in, block_out, temb_channels, dropout))
+            block_in = block_out
+            if curr_res in attn_resolutions:
+                attn.append(AttnBlock(block_in))
+        up = nn.Module()
+        up.block, up.attn = block, attn
+        if level != 0:
+            up.upsample = Upsample(block_in, resamp_with_conv)
+            curr_res *= 2
+        levels.insert(0, up)
+    return nn.ModuleList(levels), block_in
+
+
+class MidBlock(nn.Module):
+    """`mid.{block_1, attn_1, block_2}`: ResnetBlock, self-attention, ResnetBlock."""
+
+    def __init__(self, channels, temb_channels, dropout):
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, temb_channels, dropout)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels, temb_channels, dropout)
+
+    def forward(self, h, temb=None):
+        return self.block_2(self.attn_1(self.block_1(h, temb)), temb)
 
 
 class UNet(DeepCacheUNet):
@@ -175,27 +203,9 @@ class UNet(DeepCacheUNet):
         self.conv_in = nn.Conv2d(in_channels, ch, 3, stride=1, padding=1)
         self.down, block_in = down_levels(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, self.temb_ch,
                                           dropout, resamp_with_conv)
-        self.mid = mid_block(block_in, self.temb_ch, dropout)
-        curr_res = resolution // 2 ** (self.num_resolutions - 1)
-        in_ch_mult = (1,) + ch_mult
-
-        up_levels = []
-        for level in reversed(range(self.num_resolutions)):
-            block, attn = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * ch_mult[level]
-            for b in range(num_res_blocks + 1):
-                skip_in = ch * (in_ch_mult[level] if b == num_res_blocks else ch_mult[level])
-                block.append(ResnetBlock(block_in + skip_in, block_out, self.temb_ch, dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    attn.append(AttnBlock(block_in))
-            up = nn.Module()
-            up.block, up.attn = block, attn
-            if level != 0:
-                up.upsample = Upsample(block_in, resamp_with_conv)
-                curr_res *= 2
-            up_levels.insert(0, up)
-        self.up = nn.ModuleList(up_levels)  # up[0] is the full-resolution level
+        self.mid = MidBlock(block_in, self.temb_ch, dropout)
+        self.up, block_in = up_levels(ch, ch_mult, num_res_blocks, attn_resolutions, block_in, resolution, self.temb_ch,
+                                      dropout, resamp_with_conv)  # up[0] is the full-resolution level
 
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, stride=1, padding=1)
@@ -230,9 +240,7 @@ class UNet(DeepCacheUNet):
         return hs
 
     def _mid(self, h, temb):
-        h = self.mid.block_1(h, temb)
-        h = self.mid.attn_1(h)
-        return self.mid.block_2(h, temb)
+        return self.mid(h, temb)
 
     def _up_block(self, j, h, temb):
         level, b = self._up_order[j]

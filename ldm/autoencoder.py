@@ -9,7 +9,7 @@ embedding.
 import torch
 import torch.nn as nn
 
-from ddpm.unet import AttnBlock, Normalize, ResnetBlock, Upsample, down_levels, mid_block, nonlinearity
+from ddpm.unet import MidBlock, Normalize, down_levels, nonlinearity, up_levels
 
 
 class Encoder(nn.Module):
@@ -20,7 +20,7 @@ class Encoder(nn.Module):
         self.num_res_blocks = num_res_blocks
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
         self.down, block_in = down_levels(ch, ch_mult, num_res_blocks, attn_resolutions, resolution, 0, dropout, True)
-        self.mid = mid_block(block_in, 0, dropout)
+        self.mid = MidBlock(block_in, 0, dropout)
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, 2 * z_channels if double_z else z_channels, 3, padding=1)
 
@@ -33,7 +33,7 @@ class Encoder(nn.Module):
                     h = down.attn[b](h)
             if level != self.num_resolutions - 1:
                 h = down.downsample(h)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        h = self.mid(h)
         return self.conv_out(nonlinearity(self.norm_out(h)))
 
 
@@ -44,31 +44,16 @@ class Decoder(nn.Module):
         self.num_resolutions = len(ch_mult)
         self.num_res_blocks = num_res_blocks
         block_in = ch * ch_mult[-1]
-        curr_res = resolution // 2 ** (self.num_resolutions - 1)
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = mid_block(block_in, 0, dropout)
-        levels = []
-        for level in reversed(range(self.num_resolutions)):
-            block, attn = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * ch_mult[level]
-            for _ in range(num_res_blocks + 1):
-                block.append(ResnetBlock(block_in, block_out, 0, dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    attn.append(AttnBlock(block_in))
-            up = nn.Module()
-            up.block, up.attn = block, attn
-            if level != 0:
-                up.upsample = Upsample(block_in, True)
-                curr_res *= 2
-            levels.insert(0, up)
-        self.up = nn.ModuleList(levels)
+        self.mid = MidBlock(block_in, 0, dropout)
+        self.up, block_in = up_levels(ch, ch_mult, num_res_blocks, attn_resolutions, block_in, resolution, 0, dropout,
+                                      True, skips=False)
         self.norm_out = Normalize(block_in)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
     def forward(self, z):
         h = self.conv_in(z)
-        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        h = self.mid(h)
         for level in reversed(range(self.num_resolutions)):
             up = self.up[level]
             for b in range(self.num_res_blocks + 1):

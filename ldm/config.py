@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
-from omegaconf import OmegaConf
-
-from ddpm.config import CheckpointConfig, ConfigError, SamplingConfig, find_config, load_structured
+from ddpm.config import CheckpointConfig, ConfigError, SamplingConfig, find_config, load_structured, read_yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -172,10 +170,6 @@ def check_supported(cfg, source="config"):
 def load_config(name_or_path, overrides=()):
     """A validated `LDMConfig` from a path or a bare name in `ldm/configs/`."""
     path = find_config(name_or_path, CONFIG_DIR)
-    try:
-        data = OmegaConf.load(path)
-    except Exception as e:
-        raise ConfigError(f"{path}: not a readable YAML file ({e})") from None
-    cfg = load_structured(data, LDMConfig, overrides, source=str(path))
+    cfg = load_structured(read_yaml(path), LDMConfig, overrides, source=str(path))
     check_supported(cfg, str(path))
     return cfg

@@ -158,10 +158,11 @@ def load_weights(model, path, md5=None, size=None, source=""):
     """Load an LDM checkpoint into `model`; returns the original keys that belong to no module."""
     check_file(path, md5, source, size)
     original = read_checkpoint(path)
-    extra = [k for k in original if from_original(k) is None]
+    ours = {k: from_original(k) for k in original}
+    extra = [k for k, ours_k in ours.items() if ours_k is None]
     if extra:
         log.warning("%s: %d key(s) belong to no module and were not loaded: %s", path, len(extra), ", ".join(extra[:10]))
-    state = {from_original(k): v for k, v in original.items() if from_original(k) is not None}
+    state = {ours_k: original[k] for k, ours_k in ours.items() if ours_k is not None}
     check_state_dict(model, state, path)
     model.load_state_dict(state, strict=True)
     return extra

@@ -101,8 +101,9 @@ def macs_per_branch(pipe, branches):
 
 
 def rows_for_variant(pipe, args, s, seeds, macs, variant):
-    """Every setting of one variant. Repeats run round-robin over the settings, so slow drifts of
-    the machine hit all of them alike; speedups are medians of per-round ratios to the baseline."""
+    """(rows, uint8 images of each row) for every setting of one variant. Repeats run round-robin over
+    the settings, so slow drifts of the machine hit all of them alike; speedups are medians of
+    per-round ratios to the baseline."""
     T = len(pipe.timesteps(s))
     settings = [("DDIM", T, 1, None)] + [("DeepCache", T, N, b) for b in args.branches for N in args.intervals if N > 1]
     settings += [("DDIM", S, 1, None) for S in args.ddim_steps]
@@ -135,7 +136,7 @@ def rows_for_variant(pipe, args, s, seeds, macs, variant):
     for r in rows:
         r.update(variant=str(variant), **variant._asdict(), batch=len(seeds), baseline=r is rows[0],
                  images_per_s=len(seeds) / r["seconds"], fraction_of_ideal=r["speedup"] / r["ideal"])
-    return rows
+    return rows, [images for _, _, images in runs]
 
 
 def markdown(rows, header):
@@ -215,7 +216,7 @@ def main(argv=None):
         pipe = common.Pipeline(kind, cfg, args.device, ckpt=args.ckpt, random_init=args.random_init)
         pipe.optimize(variant.compile_mode, variant.channels_last, variant.cuda_graph)
         print(f"[{variant}] ...", file=sys.stderr)
-        rows += rows_for_variant(pipe, args, s, seeds, macs_per_branch(pipe, args.branches), variant)
+        rows += rows_for_variant(pipe, args, s, seeds, macs_per_branch(pipe, args.branches), variant)[0]
         del pipe
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

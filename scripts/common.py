@@ -15,7 +15,6 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`
@@ -23,7 +22,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without `pip install -e .`
 import ddpm  # noqa: E402
 import ldm  # noqa: E402
 from ddpm.checkpoint import check_file  # noqa: E402
-from ddpm.config import ConfigError, find_config  # noqa: E402
+from ddpm.config import ConfigError, find_config, read_yaml  # noqa: E402
 from samplers import (CacheSchedule, ClassifierFreeGuidance, GraphedRun, PerImageRNG, ddim_sample,  # noqa: E402
                       ddpm_sample, make_timesteps, plms_sample)
 
@@ -48,7 +47,7 @@ def config_kind(name_or_path):
         except ConfigError:
             continue
         if Path(name_or_path).is_file():  # a path: an LDM config has model.target / model.params
-            model = OmegaConf.load(path).get("model", {}) or {}
+            model = read_yaml(path).get("model", {}) or {}
             return ("ldm" if "target" in model or "params" in model else "ddpm"), path
         return kind, path
     known = sorted(p.stem for d in (ddpm.config.CONFIG_DIR, ldm.config.CONFIG_DIR) for p in Path(d).glob("*.yaml"))

@@ -4,21 +4,18 @@
 
 Distance: the Fréchet distance between generated and real digits in pixel space (64-d vectors in
 [0, 1]; nothing to download), called FD_pix. Every setting samples the same seeds; speedups are
-measured side by side in this process (round-robin repeats, medians of per-round ratios).
+measured side by side in this process, as `benchmark.py` measures them.
 """
 
 import argparse
-import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import common
-from benchmark import macs_per_branch, timed_run
-from ddpm import ideal_speedup
+from benchmark import ints, macs_per_branch, rows_for_variant
 from samplers import CacheSchedule
 
 
@@ -81,23 +78,15 @@ def main(argv=None):
     pipe = common.Pipeline(kind, cfg, "cpu", ckpt=args.ckpt)
     s = cfg.sampling
     seeds = list(range(args.num_samples))
-    T = len(pipe.timesteps(s))
-    branches = [int(b) for b in args.branches.split(",")]
-    macs = macs_per_branch(pipe, branches)
-    settings = [("DDIM", T, 1, None)]
-    settings += [("DeepCache", T, int(n), b) for b in branches for n in args.intervals.split(",")]
-    settings += [("DDIM", int(n), 1, None) for n in args.ddim_steps.split(",")]
-    runs = [(replace(s, steps=steps), CacheSchedule(n, b or 0)) for _, steps, n, b in settings]
-    seconds = [[] for _ in runs]
-    images = [None] * len(runs)
-    pipe.sample_x0(seeds, *runs[0])  # warm-up: the first run pays for fresh memory
-    for _ in range(args.repeats):
-        for i, (s2, cache) in enumerate(runs):
-            t, x0 = timed_run(pipe, seeds, s2, cache, "fp32")
-            seconds[i].append(t)
-            images[i] = pipe.to_images(x0)
+    branches = ints(args.branches)
+    bench = argparse.Namespace(branches=branches, intervals=ints(args.intervals), ddim_steps=ints(args.ddim_steps),
+                               warmup=0, repeats=args.repeats, overhead=False)
+    pipe.sample_x0(seeds, s, CacheSchedule())  # warm-up: the first run pays for fresh memory
+    rows, images = rows_for_variant(pipe, bench, s, seeds, macs_per_branch(pipe, branches), common.Variant(None, "fp32"))
 
     real = real_digits()
+    for r, imgs in zip(rows, images):
+        r["fd_pix"] = fd_pix(imgs, real)
     rng = np.random.default_rng(0)
     torch.manual_seed(1)
     untrained = common.Pipeline(kind, cfg, "cpu", random_init=True, seed=1)
@@ -106,27 +95,19 @@ def main(argv=None):
         "untrained model (100 DDIM steps)": fd_pix(untrained.sample(seeds, s), real),
         "real digits, two halves": common.frechet_distance(*common.feature_statistics(real[::2]), *common.feature_statistics(real[1::2])),
     }
-    rows = []
-    for (method, steps, n, b), (s2, cache), times, imgs in zip(settings, runs, seconds, images):
-        k = len(cache.full_steps(steps))
-        f = macs["partial"][b] / macs["full"] if b is not None else 1.0
-        rows.append(dict(method=method, steps=steps, N=n, branch=b, fd_pix=fd_pix(imgs, real),
-                         mae_vs_uncached=float(np.abs(imgs.astype(np.float64) - images[0]).mean()),
-                         speedup=statistics.median(b0 / t for b0, t in zip(seconds[0], times)),
-                         ideal=ideal_speedup(steps, k, f) * T / steps, seconds=statistics.median(times)))
 
     lines = [f"Digits model, {args.num_samples} samples per setting, {common.device_name('cpu')}; "
              f"`python scripts/digits_results.py`", "",
              "| method | steps | N | branch | FD_pix | MAE vs uncached (0-255) | speedup | ideal |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['steps']} | {r['N']} | {'-' if r['branch'] is None else r['branch']} | "
-                     f"{r['fd_pix']:.4f} | {r['mae_vs_uncached']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f}x |")
+                     f"{r['fd_pix']:.4f} | {r['mae']:.2f} | {r['speedup']:.2f}x | {r['ideal']:.2f}x |")
     lines += ["", "| reference | FD_pix |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in references.items()]
     table = "\n".join(lines) + "\n"
     print(table)
     (out / "table.md").write_text(table)
     save_grid(out / "grid_uncached.png", images[0][:128])
-    worst = next(i for i, st in enumerate(settings) if st[2] == 10 and st[3] == branches[0])
+    worst = next(i for i, r in enumerate(rows) if r["N"] == 10 and r["branch"] == branches[0])
     save_grid(out / f"grid_N10_branch{branches[0]}.png", images[worst][:128])
     save_grid(out / "grid_real.png", (real[:128].reshape(-1, 8, 8, 1) * 255).astype(np.uint8))
     plot(rows, out / "tradeoff.png")

@@ -46,26 +46,23 @@ def plan(table, args):
     for config, rows in PAPER[table].items():
         for n in rows:
             folder = out / f"{config}-N{n}"
+            ref = args.ref.get(config, f"checkpoints/fid_stats/{config}.npz")
+            adm = (f"{config} N={n}: ADM evaluator{', once the jobs are done' if args.launcher == 'slurm' else ''} "
+                   "(external, TensorFlow)",
+                   f"{ADM_EVALUATOR} {ADM_REFERENCE} {folder}/samples_50000x256x256x3.npz > {folder}/adm_eval.txt")
             if args.launcher == "slurm":
-                ref = args.ref.get(config, f"checkpoints/fid_stats/{config}.npz")
                 env = f"CONFIG={config} CACHE_INTERVAL={n} OUTDIR={folder} REFERENCE={ref}"
                 steps.append((f"{config} N={n}: SLURM array + merge/FID", f"{env} scripts/slurm/submit.sh"))
-                if table == "ldm":
-                    steps.append((f"{config} N={n}: ADM evaluator, once the jobs are done (external, TensorFlow)",
-                                  f"{ADM_EVALUATOR} {ADM_REFERENCE} {folder}/samples_50000x256x256x3.npz "
-                                  f"> {folder}/adm_eval.txt"))
+                steps += [adm] if table == "ldm" else []
                 continue
             steps.append((f"{config} N={n}: 50k samples",
                           f"{py} -m torch.distributed.run --standalone --nproc_per_node {args.gpus} "
                           f"scripts/sample.py --config {config} --cache-interval {n} --seeds 0-49999 "
                           f"--batch-size {BATCH[config]} --outdir {folder} --subdirs --npz"))
             if table == "ddpm":
-                ref = args.ref.get(config, f"checkpoints/fid_stats/{config}.npz")
                 steps.append((f"{config} N={n}: FID", f"{py} scripts/fid.py {folder} {ref} --out {folder}/fid.json"))
             else:
-                steps.append((f"{config} N={n}: ADM evaluator (external, TensorFlow)",
-                              f"{ADM_EVALUATOR} {ADM_REFERENCE} {folder}/samples_50000x256x256x3.npz "
-                              f"> {folder}/adm_eval.txt"))
+                steps.append(adm)
         intervals = ",".join(str(n) for n in rows if n > 1)
         steps.append((f"{config}: throughput", f"{py} scripts/benchmark.py --config {config} --intervals {intervals} "
                       f"--batch-size {BATCH[config]} --repeats 3 --out {out}/{config}-benchmark"))
@@ -83,7 +80,7 @@ def read_fid(folder):
 
 def collect(table, outdir):
     out = Path(outdir)
-    lines = [f"| config | N | FID (paper) | FID (ours) | speedup (paper) | speedup (ours) |", "|---|---|---|---|---|---|"]
+    lines = ["| config | N | FID (paper) | FID (ours) | speedup (paper) | speedup (ours) |", "|---|---|---|---|---|---|"]
     for config, rows in PAPER[table].items():
         bench = out / f"{config}-benchmark.json"
         speed = {}

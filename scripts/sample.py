@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
@@ -160,7 +161,7 @@ def main(argv=None):
         torch.distributed.all_reduce(made)
         torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)
     record = {
-        "config": common.OmegaConf.to_container(common.OmegaConf.structured(cfg)), "kind": kind,
+        "config": OmegaConf.to_container(OmegaConf.structured(cfg)), "kind": kind,
         "checkpoint": args.ckpt or str(common.CHECKPOINTS / cfg.checkpoint.file),
         "seeds": args.seeds, "classes": args.classes, "timesteps": timesteps, "full_steps": full_steps,
         "precision": args.precision, "compile": args.compile, "channels_last": args.channels_last,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import FIXTURES, load_fixture, tiny_ddpm
+from conftest import load_fixture, tiny_ddpm
 from ddpm.model import alphas_cumprod
 from ddpm.config import DiffusionConfig
 from samplers import CacheSchedule, PerImageRNG, ddim_sample, ddpm_sample, make_timesteps, plms_sample
