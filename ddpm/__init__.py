@@ -3,10 +3,10 @@
 from .checkpoint import CheckpointError, load_weights, safe_load
 from .config import ConfigError, DDPMConfig, load_config
 from .macs import count_macs, ideal_speedup, unet_macs
-from .model import alphas_cumprod, build_unet, load_model
+from .model import PixelDiffusionModel, alphas_cumprod, build_model, build_unet, load_model
 from .unet import UNet
 
 __all__ = [
-    "UNet", "build_unet", "load_model", "load_config", "alphas_cumprod", "load_weights", "safe_load",
+    "UNet", "PixelDiffusionModel", "build_model", "build_unet", "load_model", "load_config", "alphas_cumprod", "load_weights", "safe_load",
     "count_macs", "unet_macs", "ideal_speedup", "DDPMConfig", "ConfigError", "CheckpointError",
 ]

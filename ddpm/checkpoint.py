@@ -8,6 +8,7 @@ Two layouts are read:
 """
 
 import contextlib
+import functools
 import hashlib
 import logging
 import pickle
@@ -19,11 +20,18 @@ import torch
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, refused, or does not fit the model."""
 
 
-def md5sum(path, chunk=1 << 20):
+def md5sum(path):
+    """The md5 of a file (remembered while its size and modification time stay the same)."""
+    st = Path(path).stat()
+    return _md5(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _md5(path, size, mtime_ns, chunk=1 << 20):
     h = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -31,14 +39,23 @@ def md5sum(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def _first_line(e):
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
 def check_file(path, md5=None, source="", size=None):
     """Existence, (optional) size and (optional) md5 of a checkpoint file, before unpickling it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         where = f" Download it from {source}" if source else ""
         expect = ", ".join(x for x in [f"md5 {md5}" if md5 else "", f"{size:,} bytes" if size else ""] if x)
         expect = f" ({expect})" if expect else ""
         raise CheckpointError(f"checkpoint not found: {path}.{where}{expect} and put it at that path.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the download failed; fetch it again")
     if size and path.stat().st_size != size:
         raise CheckpointError(
             f"{path} has {path.stat().st_size:,} bytes, expected {size:,}: the download is incomplete or "
@@ -74,11 +91,11 @@ def safe_load(path, safe_globals=()):
                 f"refused to load {path}: it pickles the Python object `{found.group(1)}`, which is not "
                 "tensor data. Unpickling it could execute arbitrary code, so the file was not loaded."
             ) from None
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(e)})") from None
     except Exception as e:  # zip, EOF and unpickler errors of a truncated or foreign file
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint: it is truncated, corrupt or another kind of "
-            f"file ({str(e).splitlines()[0]})"
+            f"file ({_first_line(e)})"
         ) from None
 
 
@@ -118,6 +135,9 @@ def check_state_dict(model, state, path="checkpoint", known_models=None):
     unexpected = [k for k in got if k not in expected]
     shapes = [f"{k} {got[k]} != {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
     if not (missing or unexpected or shapes):
+        bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise CheckpointError(f"{path} is corrupt: {bad} holds NaN or infinite values")
         return
     lines = [f"{path} does not fit the model:"]
     if missing:

@@ -122,8 +122,24 @@ def read_yaml(path):
         raise ConfigError(f"{path}: not a readable YAML file ({e})") from None
 
 
+def check_supported(cfg, source="config"):
+    """Refuse values this package cannot run, naming the key."""
+    d, m = cfg.diffusion, cfg.model
+    if d.beta_schedule != "linear":
+        raise ConfigError(f"{source}: diffusion.beta_schedule is {d.beta_schedule!r}; only 'linear' is supported")
+    if d.var_type not in ("fixedlarge", "fixedsmall"):
+        raise ConfigError(f"{source}: diffusion.var_type is {d.var_type!r}; use fixedlarge or fixedsmall")
+    if d.num_timesteps < 1 or not 0 < d.beta_start <= d.beta_end < 1:
+        raise ConfigError(f"{source}: diffusion needs num_timesteps >= 1 and 0 < beta_start <= beta_end < 1")
+    if m.resolution % 2 ** (len(m.ch_mult) - 1) or min(m.ch, m.in_channels, m.out_ch, m.num_res_blocks, m.resolution) < 1:
+        raise ConfigError(f"{source}: model.resolution {m.resolution} must be divisible by 2^(len(ch_mult)-1) and "
+                          "ch, in_channels, out_ch, num_res_blocks >= 1")
+
+
 def load_config(name_or_path, overrides=()):
     """A validated `DDPMConfig` from a config path or bare name, plus `key=value` overrides."""
     path = find_config(name_or_path)
-    return load_structured(read_yaml(path), DDPMConfig, overrides, source=str(path))
+    cfg = load_structured(read_yaml(path), DDPMConfig, overrides, source=str(path))
+    check_supported(cfg, str(path))
+    return cfg
 

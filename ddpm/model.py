@@ -1,9 +1,12 @@
 """Building a DDPM U-Net and its noise schedule from a config, and loading its checkpoint."""
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from samplers import DiffusionModel
 
 from .checkpoint import load_weights
 from .config import CONFIG_DIR, load_config
@@ -12,7 +15,7 @@ from .unet import UNet
 
 def build_unet(model_cfg, device=None):
     """A `UNet` from a `ModelConfig` (random weights; `device="meta"` allocates nothing)."""
-    with torch.device(device or "cpu"):
+    with torch.device(device) if device else contextlib.nullcontext():
         return UNet(
             ch=model_cfg.ch,
             out_ch=model_cfg.out_ch,
@@ -39,6 +42,29 @@ def alphas_cumprod(diffusion_cfg):
     return (1 - b).cumprod(dim=0)
 
 
+class PixelDiffusionModel(DiffusionModel):
+    """A DDPM (Ho et al. 2020) in pixel space: the U-Net and its noise schedule.
+
+    The ermongroup/ddim conventions: timesteps without offset, alpha_bar = 1 after the last step,
+    unconditional, ancestral variance from `diffusion.var_type`. The weights live in `.unet`, under
+    the original names.
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.config = cfg
+        self.unet = build_unet(cfg.model)
+        self.register_buffer("alphas_cumprod", alphas_cumprod(cfg.diffusion), persistent=False)
+        self.var_type = cfg.diffusion.var_type
+        self.sample_shape = (cfg.model.in_channels, cfg.model.resolution, cfg.model.resolution)
+
+
+def build_model(cfg, device=None):
+    """A `PixelDiffusionModel` with random weights (`device="meta"` allocates nothing)."""
+    with torch.device(device) if device else contextlib.nullcontext():
+        return PixelDiffusionModel(cfg)
+
+
 def known_unets():
     """The shipped configs' U-Nets on the `meta` device, for error hints."""
     return {p.stem: build_unet(load_config(p).model, "meta") for p in sorted(CONFIG_DIR.glob("*.yaml"))}
@@ -49,16 +75,16 @@ def checkpoint_path(cfg, ckpt_root="checkpoints"):
 
 
 def load_model(config, ckpt_path=None, *, ckpt_root="checkpoints", overrides=(), check_md5=True, device="cpu"):
-    """(U-Net in eval mode with its checkpoint loaded, config).
+    """`PixelDiffusionModel` (eval mode) with its checkpoint loaded.
 
-    `config` is a path or bare name. Without `ckpt_path` the config's file under `ckpt_root` is
-    used and its md5 is checked; a `ckpt_path` of one's own is not md5-checked.
+    `config` is a path, a bare name or a `DDPMConfig`. Without `ckpt_path` the config's file under
+    `ckpt_root` is used and its md5 is checked; a `ckpt_path` of one's own is not md5-checked.
     """
     cfg = load_config(config, overrides) if isinstance(config, (str, Path)) else config
-    unet = build_unet(cfg.model)
+    model = build_model(cfg)
     if ckpt_path is None:
         path, md5 = checkpoint_path(cfg, ckpt_root), (cfg.checkpoint.md5 if check_md5 else None)
     else:
         path, md5 = ckpt_path, None
-    load_weights(unet, path, md5=md5, source=cfg.checkpoint.source, known_models=known_unets())
-    return unet.to(device).eval(), cfg
+    load_weights(model.unet, path, md5=md5, source=cfg.checkpoint.source, known_models=known_unets())
+    return model.to(device).eval()

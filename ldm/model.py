@@ -6,6 +6,7 @@ three explicit prefixes (`KEY_MAP`), so the Lightning checkpoint's `state_dict` 
 pickled code: Lightning's pickled objects are rebuilt as inert stand-ins.
 """
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ddpm.checkpoint import CheckpointError, check_file, check_state_dict, safe_load
+from samplers import ClassifierFreeGuidance, DiffusionModel
 
 from .autoencoder import VQModel
 from .config import load_config
@@ -79,19 +81,28 @@ class ClassEmbedder(nn.Module):
         return self.embedding(labels[:, None])
 
 
-class LatentDiffusionModel(nn.Module):
+class LatentDiffusionModel(DiffusionModel):
     """A class-conditional latent diffusion model (LDM-4-G) for sampling.
 
     `.unet` follows the U-Net contract with `context=`; `.alphas_cumprod` [T] is the schedule;
     `.get_learned_conditioning(labels [B]) -> [B,1,D]`; `.decode_first_stage(z) -> images in [-1, 1]`.
     `.uncond_class` (the last class, 1000 for ImageNet) is the unconditional label for guidance.
+    CompVis conventions: timesteps offset by 1, alpha_bar after the last step = alphas_cumprod[0],
+    `fixedsmall` ancestral variance, classifier-free guidance on `[uncond; cond]`.
     """
+
+    timestep_offset = 1
+    var_type = "fixedsmall"
 
     def __init__(self, cfg):
         super().__init__()
+        self.config = cfg
         p = cfg.model.params
-        for name, value in schedule(p.linear_start, p.linear_end, p.timesteps).items():
+        buffers = schedule(p.linear_start, p.linear_end, p.timesteps)
+        for name, value in buffers.items():
             self.register_buffer(name, value)
+        first_beta = np.linspace(p.linear_start**0.5, p.linear_end**0.5, p.timesteps, dtype=np.float64)[0] ** 2
+        self.final_alpha_cumprod = float(np.float32(1.0 - first_beta))  # = float(alphas_cumprod[0]), on any device
         u = p.unet_config.params
         self.unet = UNetModel(
             in_channels=u.in_channels, out_channels=u.out_channels, model_channels=u.model_channels,
@@ -106,8 +117,29 @@ class LatentDiffusionModel(nn.Module):
         c = p.cond_stage_config.params
         self.cond_stage = ClassEmbedder(c.n_classes, c.embed_dim)
         self.scale_factor = p.scale_factor
-        self.uncond_class = c.n_classes - 1
-        self.latent_shape = (p.channels, p.image_size, p.image_size)
+        self.uncond_class = self.num_classes = c.n_classes - 1
+        self.latent_shape = self.sample_shape = (p.channels, p.image_size, p.image_size)
+        self.context_dim = c.embed_dim
+
+    def denoiser(self, labels=None, scale=1.0):
+        """(guided U-Net, sampler keyword arguments) for class `labels` [B] (0..num_classes-1)."""
+        if labels is None:
+            raise ValueError("LDM-4-G is class-conditional: give one class label per image")
+        device = self.alphas_cumprod.device
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+        if device.type != "meta" and len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < self.num_classes):
+            raise ValueError(f"class labels must be in 0..{self.num_classes - 1}, got {labels.tolist()}")
+        context = self.get_learned_conditioning(labels)
+        uncond = self.get_learned_conditioning(torch.tensor([self.uncond_class], device=device))
+        kwargs = {"final_alpha_cumprod": self.final_alpha_cumprod, "model_kwargs": {"context": context}}
+        return ClassifierFreeGuidance(self.unet, scale, uncond), kwargs
+
+    def decode(self, x0):
+        return self.decode_first_stage(x0)
+
+    def unet_inputs(self, batch, device=None):
+        x, t, _ = super().unet_inputs(batch, device)
+        return x, t, {"context": torch.zeros(batch, 1, self.context_dim, device=device)}
 
     @torch.no_grad()
     def get_learned_conditioning(self, labels):
@@ -140,7 +172,7 @@ def from_original(key):
 
 def build_model(cfg, device=None):
     """A `LatentDiffusionModel` with random weights (`device="meta"` allocates nothing)."""
-    with torch.device(device or "cpu"):
+    with torch.device(device) if device else contextlib.nullcontext():
         return LatentDiffusionModel(cfg)
 
 
@@ -180,5 +212,4 @@ def load_model(config, ckpt_path=None, *, ckpt_root="checkpoints", overrides=(),
     else:
         path, md5, size = ckpt_path, None, None
     load_weights(model, path, md5=md5, size=size, source=cfg.checkpoint.source)
-    model.config = cfg
     return model.to(device).eval()

@@ -8,9 +8,10 @@ Imports neither `ddpm` nor `ldm`.
 
 from .cuda_graph import GraphedRun
 from .guidance import ClassifierFreeGuidance
+from .model import DiffusionModel
 from .noise import PerImageRNG
 from .sampling import ddim_sample, ddpm_sample, plms_sample
 from .schedules import CacheSchedule, make_timesteps
 
 __all__ = ["ddim_sample", "plms_sample", "ddpm_sample", "CacheSchedule", "make_timesteps",
-           "ClassifierFreeGuidance", "PerImageRNG", "GraphedRun"]
+           "ClassifierFreeGuidance", "PerImageRNG", "GraphedRun", "DiffusionModel"]

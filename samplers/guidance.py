@@ -1,5 +1,7 @@
 """Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a conditional U-Net."""
 
+import math
+
 import torch
 
 
@@ -13,6 +15,8 @@ class ClassifierFreeGuidance:
     """
 
     def __init__(self, unet, scale, uncond_context):
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise ValueError(f"guidance scale must be a finite number, got {scale!r}")
         self.unet = unet
         self.scale = float(scale)
         self.uncond_context = uncond_context

@@ -2,6 +2,8 @@
 
 import torch
 
+MAX_SEED = (1 << 63) - 1  # seeds are distinct generator states up to here
+
 
 class PerImageRNG:
     """One `torch.Generator` per image, seeded by that image's seed.
@@ -12,7 +14,11 @@ class PerImageRNG:
 
     def __init__(self, seeds, device="cpu"):
         self.device = torch.device(device)
-        self.generators = [torch.Generator(self.device).manual_seed(int(s) % (1 << 63)) for s in seeds]
+        seeds = [int(s) for s in seeds]
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seed {bad[0]} is out of range: seeds are integers in 0..{MAX_SEED} (2^63 - 1)")
+        self.generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
 
     def randn(self, shape, dtype=torch.float32):
         """[len(seeds), *shape[1:]] standard normal, image i drawn from generator i."""

@@ -48,11 +48,23 @@ def _denoiser(unet, cache, steps, model_kwargs, x_T):
 def _schedule(timesteps, alphas_cumprod, final_alpha_cumprod):
     """[(t, alpha_bar_t, alpha_bar_prev)] in visiting order (noisiest first), as Python floats."""
     ts = [int(t) for t in timesteps]
+    if not ts:
+        raise ValueError("no timesteps: a sampler needs at least one step (see make_timesteps)")
     if ts != sorted(ts):
         raise ValueError("timesteps must be ascending (as make_timesteps returns them)")
+    if ts[0] < 0 or ts[-1] >= len(alphas_cumprod):
+        raise ValueError(f"timesteps must lie in 0..{len(alphas_cumprod) - 1} (the model's training timesteps), "
+                         f"got {ts[0]}..{ts[-1]}")
     ac = alphas_cumprod.double().cpu().tolist()
+    if not (math.isfinite(final_alpha_cumprod) and 0 < final_alpha_cumprod <= 1):
+        raise ValueError(f"final_alpha_cumprod must be in (0, 1], got {final_alpha_cumprod!r}")
     prev = [float(final_alpha_cumprod)] + [ac[t] for t in ts[:-1]]
     return [(t, ac[t], a_prev) for t, a_prev in reversed(list(zip(ts, prev)))]
+
+
+def _check_eta(eta):
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0 <= eta <= 1):
+        raise ValueError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise), got {eta!r}")
 
 
 def _need_noise(noise_fn, why):
@@ -79,6 +91,7 @@ def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     (1.0 for the DDPM code, alphas_cumprod[0] for CompVis LDM). `eta > 0` draws `noise_fn(x)` once
     per step. `callback` gets {i, t, x, x0_pred, full} after each step.
     """
+    _check_eta(eta)
     if eta > 0:
         _need_noise(noise_fn, "eta > 0")
     steps = _schedule(timesteps, alphas_cumprod, final_alpha_cumprod)

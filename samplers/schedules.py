@@ -1,6 +1,7 @@
 """Timestep sequences and DeepCache cache schedules (pure data)."""
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -14,8 +15,10 @@ def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, off
     `quad`: int(linspace(0, sqrt(0.8 T), S) ** 2); duplicates are kept, each is a step.
     `offset=1` gives the CompVis LDM convention (1, 101, ..., 901 for S = 10).
     """
-    if not 1 <= num_steps <= num_train_timesteps:
-        raise ValueError(f"num_steps must be in 1..{num_train_timesteps}, got {num_steps}")
+    if not _is_int(num_train_timesteps) or num_train_timesteps < 1:
+        raise ValueError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps!r}")
+    if not _is_int(num_steps) or not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"the number of sampler steps must be in 1..{num_train_timesteps}, got {num_steps!r}")
     if skip_type == "uniform":
         seq = list(range(0, num_train_timesteps, num_train_timesteps // num_steps))
     elif skip_type == "quad":
@@ -28,7 +31,11 @@ def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, off
 KINDS = ("uniform", "nonuniform", "power", "explicit")
 
 
-@dataclass(frozen=True, init=False)
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
 class CacheSchedule:
     """Which sampler steps are full (step 0 = noisiest) and which skip branch is cached.
 
@@ -39,38 +46,35 @@ class CacheSchedule:
         maps to the end of sampling, S), full steps = unique(trunc(sign(l) |l|^p + c)) with 0;
       * `power`: the rule of DeepCache's LDM code, dense at the first steps:
         unique(int(linspace(0, S^(1/p), k + 1) ** p)) without its last entry;
-      * `explicit`: the given `full_steps` (must contain 0).
-    `interval=1` (every step full) is the uncached sampler.
+      * `explicit`: the given `explicit_steps` (strictly increasing, with 0).
+    `interval=1` (every step full) is the uncached sampler. Plain data: printable, hashable,
+    `dataclasses.replace` works; invalid values raise `ValueError` at construction.
     """
 
-    interval: int = 1
-    branch: int = 0
-    kind: str = "uniform"
-    center: Optional[int] = None
-    power: Optional[float] = None
-    explicit_steps: Optional[Tuple[int, ...]] = None
+    interval: int = 1                 # DeepCache N
+    branch: int = 0                   # skip branch whose consumer's input is cached
+    kind: str = "uniform"             # uniform | nonuniform | power | explicit
+    center: Optional[int] = None      # nonuniform: centre step c of Eq. 7
+    power: Optional[float] = None     # nonuniform / power: exponent p
+    explicit_steps: Optional[Tuple[int, ...]] = None  # explicit: the full steps
 
-    def __init__(self, interval=1, branch=0, kind="uniform", center=None, power=None, full_steps=None):
-        set_ = object.__setattr__
-        set_(self, "interval", interval)
-        set_(self, "branch", branch)
-        set_(self, "kind", kind)
-        set_(self, "center", center)
-        set_(self, "power", power)
-        set_(self, "explicit_steps", None if full_steps is None else tuple(int(i) for i in full_steps))
+    def __post_init__(self):
+        if self.explicit_steps is not None:
+            object.__setattr__(self, "explicit_steps", tuple(int(i) for i in self.explicit_steps))
         self._check()
 
     def _check(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown cache schedule kind {self.kind!r} ({' | '.join(KINDS)})")
-        if not isinstance(self.interval, int) or self.interval < 1:
+        if not _is_int(self.interval) or self.interval < 1:
             raise ValueError(f"cache interval must be an integer >= 1, got {self.interval!r}")
-        if not isinstance(self.branch, int) or self.branch < 0:
+        if not _is_int(self.branch) or self.branch < 0:
             raise ValueError(f"cache branch must be an integer >= 0, got {self.branch!r}")
-        if self.kind in ("nonuniform", "power") and (self.power is None or self.power <= 0):
-            raise ValueError(f"a {self.kind} cache schedule needs power > 0, got {self.power!r}")
-        if self.kind == "nonuniform" and self.center is None:
-            raise ValueError("a nonuniform cache schedule needs a center step")
+        if self.kind in ("nonuniform", "power"):
+            if self.power is None or not math.isfinite(self.power) or self.power <= 0:
+                raise ValueError(f"a {self.kind} cache schedule needs a finite power > 0, got {self.power!r}")
+        if self.kind == "nonuniform" and (self.center is None or not _is_int(self.center)):
+            raise ValueError(f"a nonuniform cache schedule needs an integer center step, got {self.center!r}")
         if self.kind == "explicit":
             steps = self.explicit_steps
             if not steps or 0 not in steps:

@@ -7,31 +7,37 @@ Distance: the Fréchet distance between generated and real digits in pixel space
 measured side by side in this process, as `benchmark.py` measures them.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import common
-from benchmark import ints, macs_per_branch, rows_for_variant
+from pipeline import Pipeline, build_model, load_config, load_model
+from pipeline.benchmark import macs_per_branch, rows_for_variant
+from pipeline.cli import ArgumentParser, int_list, positive_int, run
+from pipeline.fid import feature_statistics, frechet_distance
+from pipeline.files import write_json, write_png, write_text
+from pipeline.pipeline import make_grid
+from pipeline.versions import device_name, versions
 from samplers import CacheSchedule
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def real_digits():
-    images = np.load(common.REPO / "data" / "digits8x8.npz")["images"]
+    images = np.load(REPO / "data" / "digits8x8.npz")["images"]
     return images.reshape(len(images), -1).astype(np.float64) / 16.0
 
 
 def fd_pix(images, real):
     """FD between uint8 images [B, 8, 8, 1] and real pixel vectors in [0, 1]."""
     fake = images.reshape(len(images), -1).astype(np.float64) / 255.0
-    return common.frechet_distance(*common.feature_statistics(fake), *common.feature_statistics(real))
+    return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
 
 
 def save_grid(path, images):
-    common.write_png(path, common.make_grid(images))
+    write_png(path, make_grid(images))
 
 
 def plot(rows, path):
@@ -62,41 +68,39 @@ def plot(rows, path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", help="default: the shipped checkpoints/digits/ema.ckpt")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--intervals", default="2,3,5,10")
-    p.add_argument("--branches", default="0,1,2,3")
-    p.add_argument("--ddim-steps", default="50,34,25,20,10")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--outdir", default=str(common.REPO / "results" / "digits"))
+    p.add_argument("--num-samples", type=positive_int, default=1000)
+    p.add_argument("--intervals", type=int_list, default=[2, 3, 5, 10])
+    p.add_argument("--branches", type=int_list, default=[0, 1, 2, 3])
+    p.add_argument("--ddim-steps", type=int_list, default=[50, 34, 25, 20, 10])
+    p.add_argument("--repeats", type=positive_int, default=2)
+    p.add_argument("--outdir", default=str(REPO / "results" / "digits"))
     args = p.parse_args(argv)
     out = Path(args.outdir)
-    out.mkdir(parents=True, exist_ok=True)
 
-    kind, cfg = common.load_any_config("digits")
-    pipe = common.Pipeline(kind, cfg, "cpu", ckpt=args.ckpt)
+    cfg = load_config("digits")
+    pipe = Pipeline(load_model(cfg, args.ckpt), "cpu")
     s = cfg.sampling
     seeds = list(range(args.num_samples))
-    branches = ints(args.branches)
-    bench = argparse.Namespace(branches=branches, intervals=ints(args.intervals), ddim_steps=ints(args.ddim_steps),
-                               warmup=0, repeats=args.repeats, overhead=False)
+    branches = args.branches
     pipe.sample_x0(seeds, s, CacheSchedule())  # warm-up: the first run pays for fresh memory
-    rows, images = rows_for_variant(pipe, bench, s, seeds, macs_per_branch(pipe, branches), common.Variant(None, "fp32"))
+    rows, images = rows_for_variant(pipe, s, seeds, macs_per_branch(pipe.model, branches), branches, args.intervals,
+                                    args.ddim_steps, warmup=0, repeats=args.repeats, overhead=False)
 
     real = real_digits()
     for r, imgs in zip(rows, images):
         r["fd_pix"] = fd_pix(imgs, real)
     rng = np.random.default_rng(0)
     torch.manual_seed(1)
-    untrained = common.Pipeline(kind, cfg, "cpu", random_init=True, seed=1)
+    untrained = Pipeline(build_model(cfg), "cpu")
     references = {
         "uniform noise": fd_pix((rng.random((args.num_samples, 8, 8, 1)) * 255).astype(np.uint8), real),
         "untrained model (100 DDIM steps)": fd_pix(untrained.sample(seeds, s), real),
-        "real digits, two halves": common.frechet_distance(*common.feature_statistics(real[::2]), *common.feature_statistics(real[1::2])),
+        "real digits, two halves": frechet_distance(*feature_statistics(real[::2]), *feature_statistics(real[1::2])),
     }
 
-    lines = [f"Digits model, {args.num_samples} samples per setting, {common.device_name('cpu')}; "
+    lines = [f"Digits model, {args.num_samples} samples per setting, {device_name('cpu')}; "
              f"`python scripts/digits_results.py`", "",
              "| method | steps | N | branch | FD_pix | MAE vs uncached (0-255) | speedup | ideal |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -105,16 +109,16 @@ def main(argv=None):
     lines += ["", "| reference | FD_pix |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in references.items()]
     table = "\n".join(lines) + "\n"
     print(table)
-    (out / "table.md").write_text(table)
+    write_text(out / "table.md", table)
     save_grid(out / "grid_uncached.png", images[0][:128])
     worst = next(i for i, r in enumerate(rows) if r["N"] == 10 and r["branch"] == branches[0])
     save_grid(out / f"grid_N10_branch{branches[0]}.png", images[worst][:128])
     save_grid(out / "grid_real.png", (real[:128].reshape(-1, 8, 8, 1) * 255).astype(np.uint8))
     plot(rows, out / "tradeoff.png")
-    common.write_json(out / "results.json", {"rows": rows, "references": references, "num_samples": args.num_samples,
-                                             "device": common.device_name("cpu"), "versions": common.versions()})
+    write_json(out / "results.json", {"rows": rows, "references": references, "num_samples": args.num_samples,
+                                      "device": device_name("cpu"), "versions": versions()})
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -12,13 +12,14 @@ LDM FIDs use the ADM evaluator (TensorFlow, openai/guided-diffusion), which is r
 command on the packed npz.
 """
 
-import argparse
 import json
 import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+
+from pipeline.cli import ArgumentParser, run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,7 +100,7 @@ def collect(table, outdir):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("table", choices=list(PAPER))
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--collect", action="store_true", help="only write the table from existing results")
@@ -109,16 +110,22 @@ def main(argv=None):
                    help="pytorch-fid statistics of a data set (default checkpoints/fid_stats/<config>.npz)")
     p.add_argument("--outdir", default="outputs/paper")
     args = p.parse_args(argv)
+    if any("=" not in item for item in args.ref):
+        raise ValueError(f"--ref takes CONFIG=STATS.npz, got {next(i for i in args.ref if '=' not in i)!r}")
     args.ref = dict(item.split("=", 1) for item in args.ref)
     if not args.collect:
         for what, cmd in plan(args.table, args):
             print(f"# {what}\n{cmd}")
             if not args.dry_run:
-                subprocess.run(cmd, shell=True, cwd=REPO, check=True)
+                done = subprocess.run(cmd, shell=True, cwd=REPO)
+                if done.returncode:
+                    print(f"error: this step failed with exit status {done.returncode}; fix it and rerun (finished "
+                          "runs resume)", file=sys.stderr)
+                    return done.returncode
     if not args.dry_run:
         print(f"table: {collect(args.table, args.outdir)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

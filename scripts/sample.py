@@ -3,12 +3,13 @@
     python scripts/sample.py --config lsun_church --cache-interval 2 --seeds 0-49999
     torchrun --nproc_per_node 8 scripts/sample.py --config cifar10 --cache-interval 5 --npz
 
-Image s depends only on (checkpoint, settings, s). Existing images are skipped; files are written
-atomically; SIGTERM / SIGUSR1 finish the current image and exit (status 3) so the same command
-resumes the run.
+Image s depends only on (checkpoint, settings, s). A folder holds the images of one set of settings
+(`settings.json`): a run into it continues only with the same settings. Existing images are
+skipped, files are written atomically, SIGTERM / SIGUSR1 stop every rank after its current image
+(exit status 3) and the same command resumes the run. Bad input: one line, exit status 2.
 """
 
-import argparse
+import os
 import signal
 import sys
 import time
@@ -16,42 +17,51 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-import common
+from pipeline import (FastPath, Pipeline, SeedRanges, build_model, check_sampling, checkpoint_file, class_labels,
+                      load_config, load_model, run_settings)
+from pipeline.cli import EXIT_ERROR, EXIT_STOPPED, ArgumentParser, positive_int, run
+from pipeline.distributed import Ranks
+from pipeline.fast import COMPILE_MODES, PRECISIONS, resolve_device
+from pipeline.files import check_outdir, image_ok, image_path, remove_stale_temps, write_json, write_npz, write_png
+from pipeline.pipeline import SAMPLERS, make_grid
+from pipeline.record import check_settings, default_outdir, record_settings
+from pipeline.versions import device_name, versions
 
+REPO = Path(__file__).resolve().parent.parent
+NPZ_LIMIT = 64 << 30  # bytes of images that --npz may hold in memory
 STOP = []
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="config name (cifar10, lsun_church, cin256-v2, ...) or YAML path")
     p.add_argument("--cache-interval", type=int, help="DeepCache N (1 = no caching)")
     p.add_argument("--cache-branch", type=int, help="skip branch whose up-block input is cached")
     p.add_argument("--cache-schedule", choices=["uniform", "nonuniform", "power"])
     p.add_argument("--cache-center", type=int, help="nonuniform: centre step c")
     p.add_argument("--cache-power", type=float, help="nonuniform / power: exponent p")
-    p.add_argument("--sampler", choices=list(common.SAMPLERS))
+    p.add_argument("--sampler", choices=list(SAMPLERS))
     p.add_argument("--steps", type=int)
     p.add_argument("--skip-type", choices=["uniform", "quad"])
     p.add_argument("--eta", type=float)
     p.add_argument("--scale", type=float, help="classifier-free guidance scale (LDM)")
     p.add_argument("--classes", help="LDM classes, e.g. 1,88,207; image s gets classes[s %% len]")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-49999 or 0,5,10-19")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--outdir", help="default: outputs/<config>/<sampler>-S<steps>-N<interval>-k<branch>")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--outdir", help="default: outputs/<config>/<sampler>-S<steps>-N<interval>-k<branch>-<fingerprint>")
     p.add_argument("--subdirs", action="store_true", help="put images in subfolders of 1000")
-    p.add_argument("--device", help="default: cuda if available, else cpu")
-    p.add_argument("--precision", choices=list(common.PRECISIONS), default="fp32")
-    p.add_argument("--compile", choices=common.COMPILE_MODES, help="torch.compile the U-Net passes in this mode")
+    p.add_argument("--device", help="default: cuda (this rank's GPU) if available, else cpu")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32")
+    p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the U-Net passes in this mode")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
     p.add_argument("--cuda-graph", action="store_true",
                    help="record each batch's whole sampling run as one CUDA graph (ddim/plms, eta 0)")
     p.add_argument("--npz", action="store_true", help="also pack the images into an ADM-evaluator npz")
     p.add_argument("--grid", action="store_true", help="also write grid.png of the first 256 images")
-    p.add_argument("--ckpt", help="your own checkpoint (skips the md5 check)")
+    p.add_argument("--ckpt", help="your own checkpoint (skips the config's md5 and size checks)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any config key, e.g. sampling.eta=0.5")
     return p.parse_args(argv)
 
@@ -64,130 +74,135 @@ def overrides(args):
     return [f"sampling.{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
 
 
-def prepare(args):
-    """Validate everything before any model work; raises ConfigError / CheckpointError / ValueError."""
-    for item in args.overrides:
-        if "=" not in item:
-            raise common.UsageError(f"expected key=value, got {item!r}")
-    kind, cfg = common.load_any_config(args.config, overrides(args))
-    seeds = common.parse_seeds(args.seeds)
-    classes = common.parse_seeds(args.classes) if args.classes else None
-    if classes and kind != "ldm":
-        raise common.UsageError("--classes applies to class-conditional (LDM) configs only")
-    timesteps, full_steps = common.Pipeline.check(kind, cfg, args.ckpt)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    common.check_fast_path(device, args.compile, args.cuda_graph, cfg.sampling)
+def prepare(args, ranks):
+    """Everything checked before any model work or any file is written."""
+    cfg = load_config(args.config, overrides(args))
     s = cfg.sampling
-    outdir = Path(args.outdir or common.REPO / "outputs" / (cfg.name or Path(args.config).stem)
-                  / f"{s.sampler}-S{s.steps}-N{s.cache_interval}-k{s.cache_branch}")
-    return kind, cfg, seeds, classes, timesteps, full_steps, outdir
+    seeds = SeedRanges.parse(args.seeds)
+    meta = build_model(cfg, "meta")
+    classes = None
+    if args.classes:
+        ranges = SeedRanges.parse(args.classes)
+        if ranges.ranges[-1][1] >= max(meta.num_classes, 1):
+            raise ValueError(f"--classes: class {ranges.ranges[-1][1]} is out of range (0..{meta.num_classes - 1})"
+                             if meta.num_classes else "--classes applies to class-conditional models only")
+        classes = list(ranges)
+    timesteps, full_steps = check_sampling(meta, s, classes)
+    fast = FastPath(args.compile, args.precision, args.channels_last, args.cuda_graph)
+    device = resolve_device(args.device, ranks.local_rank)
+    fast.check(device, s)
+    ckpt = checkpoint_file(cfg, args.ckpt)
+    settings = run_settings(cfg, ckpt, timesteps, full_steps, fast, device, classes, args.subdirs)
+    outdir = Path(args.outdir) if args.outdir else default_outdir(REPO / "outputs", cfg, settings)
+    shape = tuple(meta.decode(torch.zeros(1, *meta.sample_shape, device="meta")).shape[1:])
+    image_shape = (shape[1], shape[2], shape[0])  # H, W, C
+    if args.npz and seeds.count * int(np.prod(image_shape)) > NPZ_LIMIT:
+        raise ValueError(f"--npz holds all {seeds.count:,} images in memory ({NPZ_LIMIT >> 30} GiB at most): "
+                         "sample without --npz, or pack a smaller seed range")
+    check_outdir(outdir, needed_bytes=2 * int(np.prod(image_shape)) + 4096)
+    check_settings(outdir, settings)
+    return cfg, seeds, classes, timesteps, full_steps, fast, device, ckpt, settings, outdir, image_shape
 
 
 def pack_npz(outdir, seeds, subdirs, labels=None):
-    images = np.stack([np.asarray(Image.open(common.image_path(outdir, s, subdirs)))
-                       for s in seeds])
+    paths = [image_path(outdir, s, subdirs) for s in seeds]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise ValueError(f"--npz needs every image: {len(missing)} are missing (e.g. {missing[0]}); rerun when all "
+                         "tasks are done")
+    images = np.stack([np.asarray(Image.open(p)) for p in paths])
     if images.ndim == 3:
         images = images[..., None]
     arrays = {"arr_0": images}
     if labels is not None:
         arrays["arr_1"] = np.asarray(labels, dtype=np.int64)
-    path = outdir / f"samples_{'x'.join(map(str, images.shape))}.npz"
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    return path
+    return write_npz(outdir / f"samples_{'x'.join(map(str, images.shape))}.npz", **arrays)
 
 
 def write_grid(outdir, seeds, subdirs, max_images=256):
     """grid.png of the first images, for a person to look at."""
-    images = [np.asarray(Image.open(common.image_path(outdir, s, subdirs))) for s in seeds[:max_images]]
-    path = outdir / "grid.png"
-    common.write_png(path, common.make_grid(np.stack([im[..., None] if im.ndim == 2 else im for im in images])))
-    return path
+    images = [np.asarray(Image.open(image_path(outdir, s, subdirs))) for s in seeds.first(max_images)]
+    return write_png(outdir / "grid.png", make_grid(np.stack([im[..., None] if im.ndim == 2 else im for im in images])))
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        kind, cfg, seeds, classes, timesteps, full_steps, outdir = prepare(args)
-    except (common.ConfigError, common.UsageError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-    rank, world, local_rank = common.dist_env()
-    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    common.init_distributed(rank, world, device)
+    ranks = Ranks.from_env()
+    cfg, seeds, classes, timesteps, full_steps, fast, device, ckpt, settings, outdir, image_shape = prepare(args, ranks)
+    ranks.init()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, lambda signum, frame: STOP.append(signum))
-
     s = cfg.sampling
-    batches = [seeds[i:i + s.batch_size] for i in range(0, len(seeds), s.batch_size)]
-    mine = batches[rank::world]
-    for batch in mine:  # leftovers of a killed run
-        for seed in batch:
-            common.temp_path(common.image_path(outdir, seed, args.subdirs)).unlink(missing_ok=True)
-    todo = [b for b in mine if not all(common.image_path(outdir, x, args.subdirs).exists() for x in b)]
-    if rank == 0:
+    if ranks.rank == 0:
         print(f"{cfg.name}: {s.sampler}, {len(timesteps)} steps, eta {s.eta}, cache N={s.cache_interval} "
-              f"branch {s.cache_branch} ({s.cache_schedule}); {len(seeds)} seeds -> {outdir}", file=sys.stderr)
+              f"branch {s.cache_branch} ({s.cache_schedule}); {seeds.count:,} seeds -> {outdir}", file=sys.stderr)
         print(f"timesteps (visited high to low): {timesteps[::-1]}", file=sys.stderr)
         print(f"full steps: {full_steps}", file=sys.stderr)
+    remove_stale_temps(outdir)
 
-    pipe = None
-    if todo:
-        pipe = common.Pipeline(kind, cfg, device, ckpt=args.ckpt)
-        pipe.optimize(args.compile, args.channels_last, args.cuda_graph)
-    made, seconds = 0, 0.0
-    for batch in tqdm(todo, disable=rank != 0, unit="batch"):
-        start = time.perf_counter()
-        images = pipe.sample(batch, s, classes=classes, precision=args.precision)
-        seconds += time.perf_counter() - start
-        for seed, image in zip(batch, images):
-            path = common.image_path(outdir, seed, args.subdirs)
-            if not path.exists():
-                common.write_png(path, image)
-                made += 1
-            if STOP:
-                break
-        if STOP:
+    n = seeds.num_batches(s.batch_size)
+    rounds = -(-n // ranks.world)  # every rank takes part in every round's check, work or not
+    pipe, made, seconds, error = None, 0, 0.0, None
+    for r in tqdm(range(rounds), disable=ranks.rank != 0, unit="batch"):
+        j = r * ranks.world + ranks.rank
+        try:
+            batch = seeds.batch(j, s.batch_size) if j < n and not STOP else []
+            paths = [image_path(outdir, x, args.subdirs) for x in batch]
+            todo = [not image_ok(p, image_shape) for p in paths]
+            if any(todo):
+                if pipe is None:  # loaded on first need: a finished run packs its npz without a model
+                    pipe = Pipeline(load_model(cfg, ckpt), device, fast)
+                    record_settings(outdir, settings, {"host": os.uname().nodename, **versions()})
+                start = time.perf_counter()
+                images = pipe.sample(batch, s, classes=classes)
+                seconds += time.perf_counter() - start
+                for path, image, needed in zip(paths, images, todo):
+                    if needed:
+                        write_png(path, image)
+                        made += 1
+                    if STOP:
+                        break
+        except Exception as e:  # every rank learns of it below, and all stop together
+            error = e
+        status = ranks.max(2 if error else 1 if STOP else 0)
+        if status:
             break
+    else:
+        status = 0
 
-    if STOP:
-        print(f"rank {rank}: stopped by signal {STOP[0]} after {made} new images; rerun the same command "
-              "to resume.", file=sys.stderr)
-        return 3
-    made, seconds = torch.tensor(made, dtype=torch.float64), torch.tensor(seconds, dtype=torch.float64)
-    if world > 1:  # images of all ranks over the slowest rank's sampling time
-        torch.distributed.all_reduce(made)
-        torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)
-    record = {
-        "config": OmegaConf.to_container(OmegaConf.structured(cfg)), "kind": kind,
-        "checkpoint": args.ckpt or str(common.CHECKPOINTS / cfg.checkpoint.file),
-        "seeds": args.seeds, "classes": args.classes, "timesteps": timesteps, "full_steps": full_steps,
-        "precision": args.precision, "compile": args.compile, "channels_last": args.channels_last,
-        "cuda_graph": args.cuda_graph, "device": common.device_name(device), "world_size": world,
-        "images_generated": int(made), "sampling_seconds": float(seconds),
-        "images_per_second": float(made / seconds) if seconds > 0 else None,
-        "versions": common.versions(),
-    }
-    if world > 1:
-        torch.distributed.barrier()
-    if rank == 0:
+    if status == 2:
+        if error is None:
+            print(f"rank {ranks.rank}: stopped because another rank failed", file=sys.stderr)
+            return EXIT_ERROR
+        if isinstance(error, torch.OutOfMemoryError):
+            raise ValueError(f"out of memory at batch size {s.batch_size}: use a smaller --batch-size") from None
+        raise error
+    if status == 1:
+        print(f"rank {ranks.rank}: stopped by a signal after {made} new images; rerun the same command to resume.",
+              file=sys.stderr)
+        return EXIT_STOPPED
+    made, seconds = ranks.sum(made), ranks.max_float(seconds)  # all ranks' images over the slowest one's time
+    ranks.barrier()
+    if ranks.rank == 0:
+        record = {"settings": settings, "config_name": cfg.name, "checkpoint": str(ckpt), "outdir": str(outdir),
+                  "seeds": str(seeds), "world_size": ranks.world, "device": device_name(device),
+                  "images_generated": int(made), "sampling_seconds": seconds,
+                  "images_per_second": made / seconds if seconds > 0 else None, "versions": versions()}
         if args.npz:
-            num_classes = cfg.model.params.cond_stage_config.params.n_classes - 1 if kind == "ldm" else 0
-            labels = common.class_labels(seeds, classes, num_classes) if kind == "ldm" else None
-            record["npz"] = str(pack_npz(outdir, seeds, args.subdirs, labels))
+            labels = class_labels(list(seeds), classes, build_model(cfg, "meta").num_classes)
+            record["npz"] = str(pack_npz(outdir, list(seeds), args.subdirs, labels))
         if args.grid:
             record["grid"] = str(write_grid(outdir, seeds, args.subdirs))
         stamp = record["versions"]["time_utc"].replace(":", "")
-        common.write_json(outdir / "logs" / f"run-{stamp}.json", record)
+        write_json(outdir / "logs" / f"run-{stamp}-{os.uname().nodename}-{os.getpid()}.json", record)
         rate = f"{record['images_per_second']:.2f} images/s" if record["images_per_second"] else "nothing to do"
-        print(f"done: {len(seeds)} images in {outdir} ({rate} on {record['device']} x{world})"
+        print(f"done: {seeds.count:,} images in {outdir} ({rate} on {record['device']} x{ranks.world})"
               + (f"; grid: {record['grid']}" if args.grid else ""), file=sys.stderr)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    ranks.close()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -10,9 +10,9 @@ a sixth entry with the data order and random states (for an exact resume) and `e
 A run is deterministic for a given seed, resumption included.
 """
 
-import argparse
 import copy
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,58 +21,94 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import common
+import ddpm
+from ddpm.checkpoint import CheckpointError, check_file, safe_load
+from pipeline.cli import ArgumentParser, positive_int, run
+from pipeline.files import atomic_write, check_outdir, write_json
+from pipeline.versions import device_name, versions
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def load_images(cfg):
-    """Training images in [-1, 1], [N, C, H, W] float32."""
-    t = cfg.training
-    images = np.load(common.REPO / t.data if not Path(t.data).is_absolute() else t.data)["images"]
-    x = torch.from_numpy(images.astype(np.float32))
-    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    """Training images in [-1, 1], [N, C, H, W] float32, checked against the model's shape."""
+    t, m = cfg.training, cfg.model
+    path = Path(t.data) if Path(t.data).is_absolute() else REPO / t.data
+    if not t.data or not path.is_file():
+        raise ValueError(f"training.data: no data file {path} (an npz with `images`, uint8 [N, H, W] or [N, H, W, C])")
+    try:
+        with np.load(path) as f:
+            images = f["images"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"training.data: {path} is not an npz with an `images` array ({e})") from None
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[1:] != (m.resolution, m.resolution, m.in_channels) or len(images) < 2:
+        raise ValueError(f"training.data: {path} holds images {list(images.shape)}; the model needs "
+                         f"[N >= 2, {m.resolution}, {m.resolution}, {m.in_channels}]")
+    x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
     return x / t.data_max * 2 - 1
 
 
+def check_training(t, total):
+    for key, ok in [("batch_size", t.batch_size >= 1), ("lr", math.isfinite(t.lr) and t.lr > 0),
+                    ("warmup", t.warmup >= 0), ("grad_clip", math.isfinite(t.grad_clip) and t.grad_clip > 0),
+                    ("ema_rate", 0 <= t.ema_rate < 1), ("save_every", t.save_every >= 1),
+                    ("data_max", math.isfinite(t.data_max) and t.data_max > 0), ("num_steps", total >= 1)]:
+        if not ok:
+            raise ValueError(f"training.{key}={getattr(t, key, total)} is out of range")
+
+
 def save(path, obj):
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True)
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="a DDPM config name or YAML path")
     p.add_argument("--workdir", help="default: outputs/train/<config>")
-    p.add_argument("--steps", type=int, help="total training steps (default: the config's)")
+    p.add_argument("--steps", type=positive_int, help="total training steps (default: the config's)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    cfg = common.ddpm.load_config(args.config, args.overrides)
+    cfg = ddpm.load_config(args.config, args.overrides)
     t = cfg.training
     total = args.steps or t.num_steps
-    workdir = Path(args.workdir or common.REPO / "outputs" / "train" / cfg.name)
-    workdir.mkdir(parents=True, exist_ok=True)
+    check_training(t, total)
+    workdir = Path(args.workdir or REPO / "outputs" / "train" / cfg.name)
+    check_outdir(workdir)
+    data = load_images(cfg)
+    ckpt = workdir / "ckpt.pth"
+    state = None
+    if ckpt.exists():  # read and checked before anything is written
+        check_file(ckpt)
+        state = safe_load(ckpt)
+        if not (isinstance(state, list) and len(state) == 6 and isinstance(state[5], dict)):
+            raise CheckpointError(f"{ckpt} is not a checkpoint of this script (expected its 6-entry list): move it "
+                                  "away or give another --workdir")
 
     torch.manual_seed(t.seed)
-    model = common.ddpm.build_unet(cfg.model).train()
+    model = ddpm.build_unet(cfg.model).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
     rng = torch.Generator().manual_seed(t.seed)
-    data = load_images(cfg)
     order, pos = torch.randperm(len(data), generator=rng), 0
     step, epoch = 0, 0
-    ckpt = workdir / "ckpt.pth"
-    if ckpt.exists():
-        state = common.ddpm.safe_load(ckpt)
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state[0].items()})
-        opt.load_state_dict(state[1])
+    if state is not None:
+        try:
+            model.load_state_dict({k.removeprefix("module."): v for k, v in state[0].items()})
+            ema.load_state_dict(state[4])
+            opt.load_state_dict(state[1])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{ckpt} does not fit the `{cfg.name}` config ({str(e).strip().splitlines()[0]}): "
+                                  "move it away or give another --workdir") from None
         epoch, step = state[2], state[3]
-        ema.load_state_dict(state[4])
         rng.set_state(state[5]["data"])
         torch.set_rng_state(state[5]["torch"])
         order, pos = state[5]["order"], int(state[5]["pos"])
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
 
-    alphas_cumprod = common.ddpm.alphas_cumprod(cfg.diffusion)
+    workdir.mkdir(parents=True, exist_ok=True)
+    alphas_cumprod = ddpm.alphas_cumprod(cfg.diffusion)
     T = cfg.diffusion.num_timesteps
     log = []
     bar = tqdm(total=total, initial=step, unit="step")
@@ -113,12 +149,12 @@ def main(argv=None):
     bar.close()
     record = {"config": cfg.name, "steps": step, "epochs": epoch,
               "final_loss_mean_last_100": float(np.mean(log[-100:])) if log else None,
-              "seconds_this_invocation": time.perf_counter() - start, "device": common.device_name("cpu"),
-              "versions": common.versions()}
-    common.write_json(workdir / "train.json", record)
+              "seconds_this_invocation": time.perf_counter() - start, "device": device_name("cpu"),
+              "versions": versions()}
+    write_json(workdir / "train.json", record)
     print(json.dumps(record), file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -8,20 +8,28 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SCRIPTS
-
-sys.path.insert(0, str(SCRIPTS))
-import common  # noqa: E402
-from digits_results import fd_pix, real_digits  # noqa: E402
-from samplers import CacheSchedule  # noqa: E402
+from conftest import REPO, SCRIPTS
+from pipeline import Pipeline, build_model, load_config, load_model
+from pipeline.fid import feature_statistics, frechet_distance
+from samplers import CacheSchedule
 
 SEEDS = list(range(300))
 
 
+def real_digits():
+    images = np.load(REPO / "data" / "digits8x8.npz")["images"]
+    return images.reshape(len(images), -1).astype(np.float64) / 16.0
+
+
+def fd_pix(images, real):
+    fake = images.reshape(len(images), -1).astype(np.float64) / 255.0
+    return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+
+
 @pytest.fixture(scope="module")
 def shipped():
-    kind, cfg = common.load_any_config("digits", ["sampling.steps=20"])
-    return common.Pipeline(kind, cfg, "cpu"), cfg
+    cfg = load_config("digits", ["sampling.steps=20"])
+    return Pipeline(load_model(cfg)), cfg
 
 
 def test_shipped_model_makes_digits(shipped):
@@ -29,7 +37,8 @@ def test_shipped_model_makes_digits(shipped):
     real = real_digits()
     ours = fd_pix(pipe.sample(SEEDS, cfg.sampling), real)
     noise = fd_pix((np.random.default_rng(0).random((len(SEEDS), 8, 8, 1)) * 255).astype(np.uint8), real)
-    untrained = common.Pipeline("ddpm", cfg, "cpu", random_init=True, seed=1)
+    torch.manual_seed(1)
+    untrained = Pipeline(build_model(cfg))
     scrambled = fd_pix(untrained.sample(SEEDS, cfg.sampling), real)
     assert ours < noise / 10 and ours < scrambled / 10, (ours, noise, scrambled)
 

@@ -2,7 +2,6 @@
 and channels_last stay close to eager fp32; interval 1 stays bit-identical to no cache; a whole-run
 CUDA graph replays the sampling loop (on a GPU) and impossible settings are refused."""
 
-import sys
 
 import pytest
 import torch
@@ -10,14 +9,13 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from conftest import SCRIPTS, tiny_ddpm, tiny_ldm
+from conftest import tiny_ddpm, tiny_ldm
 from ddpm import DDPMConfig
 from ddpm.model import alphas_cumprod
 from samplers import CacheSchedule, ClassifierFreeGuidance, GraphedRun, ddim_sample, make_timesteps
 
-sys.path.insert(0, str(SCRIPTS))
-import check_fast_paths  # noqa: E402
-from common import UsageError, check_fast_path, parse_variant  # noqa: E402
+from pipeline import FastPath
+from pipeline.benchmark import check_fast_paths
 
 ALPHAS = alphas_cumprod(DDPMConfig().diffusion)
 
@@ -62,7 +60,7 @@ def test_reduced_precision_and_channels_last_match_eager_fp32(tmp_path):
     cfg = tmp_path / "t2.yaml"
     cfg.write_text("name: t2\nmodel: {ch: 32, ch_mult: [1, 2, 2], num_res_blocks: 2, attn_resolutions: [8],"
                    " dropout: 0.0, resolution: 16}\nsampling: {cache_branch: 2}\n")
-    res = check_fast_paths.check(str(cfg), [parse_variant(v) for v in ("eager:bf16", "eager:fp32:cl", "eager:bf16:cl")],
+    res = check_fast_paths(str(cfg), [FastPath.parse(v) for v in ("eager:bf16", "eager:fp32:cl", "eager:bf16:cl")],
                                  branches=[0, 2], batch_size=2)
     assert res["interval_1_equals_no_cache_bitwise"]
     assert res["ok"], res
@@ -110,8 +108,8 @@ def test_sampling_loop_does_no_host_work_per_step(model):
 def test_impossible_cuda_graph_settings_are_refused_before_any_work(device, mode, sampler, eta, message):
     s = DDPMConfig().sampling
     s.sampler, s.eta = sampler, eta
-    with pytest.raises(UsageError, match=message):
-        check_fast_path(device, mode, True, s)
+    with pytest.raises(ValueError, match=message):
+        FastPath(mode, "fp32", cuda_graph=True).check(device, s)
     with pytest.raises(ValueError, match="CUDA tensors"):
         GraphedRun(lambda x: x + 1, torch.zeros(2))
 
@@ -133,7 +131,7 @@ def test_whole_run_cuda_graph_replays_the_loop_for_new_inputs():
 
 def test_variant_names_round_trip_and_typos_are_refused():
     for text in ("eager:fp32", "reduce-overhead:fp16", "default:bf16:cl", "default:fp16:cl:graph"):
-        assert str(parse_variant(text)) == text
-    for bad in ("eager", "eager:fp8", "eager:fp32:nhwc", "eager:fp32:cl:cl", "fast:fp16"):
-        with pytest.raises(UsageError):
-            parse_variant(bad)
+        assert str(FastPath.parse(text)) == text
+    for bad in ("eager", "eager:fp8", "eager:fp32:nhwc", "eager:fp32:cl:cl", "fast:fp16", "reduce-overhead:fp16:graph"):
+        with pytest.raises(ValueError):
+            FastPath.parse(bad)

@@ -1,5 +1,6 @@
 """scripts/sample.py: determinism across processes, resumption after SIGKILL, signals, bad input."""
 
+import json
 import os
 import signal
 import subprocess
@@ -23,8 +24,12 @@ def run(*args, wait=True, **kw):
 
 
 def files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
-            and "logs" not in p.parts}
+    """Every file's bytes (the settings record by its settings: who created it differs)."""
+    out = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+           and "logs" not in p.parts}
+    if "settings.json" in out:
+        out["settings.json"] = json.loads(out["settings.json"])["settings"]
+    return out
 
 
 def test_two_processes_under_torchrun_write_the_same_bytes(tmp_path, t1_run):

@@ -64,7 +64,7 @@ def test_matches_deepcache_goldens(case):
     unet, _ = tiny_ddpm(s["tiny_config"])
     branch = s["branch"] + 1  # original `--branch b` is cache_branch b + 1
     if s["non_uniform"]:  # the original schedule function is buggy: replay its full steps
-        cache = CacheSchedule(s["cache_interval"], branch, kind="explicit", full_steps=fix["full_step_indices"])
+        cache = CacheSchedule(s["cache_interval"], branch, kind="explicit", explicit_steps=fix["full_step_indices"])
     else:
         cache = CacheSchedule(s["cache_interval"], branch)
     assert fix["seq"] == make_timesteps(s["timesteps"], s["skip_type"])

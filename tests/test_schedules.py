@@ -71,4 +71,4 @@ def test_centre_and_explicit_steps_outside_the_run():
     with pytest.raises(ValueError, match="center 12 is outside steps 0..9"):
         CacheSchedule(3, kind="nonuniform", center=12, power=1.2).full_steps(10)
     with pytest.raises(ValueError, match="outside steps"):
-        CacheSchedule(kind="explicit", full_steps=[0, 10]).full_steps(10)
+        CacheSchedule(kind="explicit", explicit_steps=[0, 10]).full_steps(10)

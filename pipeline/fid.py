@@ -1,0 +1,152 @@
+"""FID with pytorch-fid's Inception (pool3 by default): the images a side holds, their statistics,
+and the Fréchet distance in float64.
+
+A side is a folder of images, an npz of uint8 NHWC images (`arr_0`), or precomputed statistics
+(`mu`, `sigma`). A folder written by `sample.py` (it has `settings.json`) contributes exactly its
+samples, `{seed:06d}.png`, never `grid.png`, logs or npz files beside them.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .record import SETTINGS
+
+WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_NAME
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+SAMPLE = re.compile(r"\d{6,}\.png")
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2):
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), in float64 via symmetric eigensolves."""
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(cross, 0, None)).sum())
+
+
+def feature_statistics(features):
+    """(mean, covariance) of features [N, D], float64."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"statistics need at least 2 feature vectors, got {len(f)}")
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+def load_inception(weights, dims=2048, device="cpu"):
+    """pytorch-fid's InceptionV3 with its weights from a local file (never downloaded)."""
+    import pytorch_fid.inception as fid_inception
+
+    from ddpm.checkpoint import safe_load
+
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"Inception weights not found: {path}. Download {WEIGHTS_URL} and put it there "
+                         "(or pass --inception-weights PATH)")
+    state = safe_load(path)
+    original = fid_inception.load_state_dict_from_url
+    fid_inception.load_state_dict_from_url = lambda url, progress=True: state
+    try:
+        model = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
+    except RuntimeError as e:  # load_state_dict: missing / unexpected keys
+        raise ValueError(f"{path} is not pytorch-fid's Inception weights ({str(e).splitlines()[0]})") from None
+    finally:
+        fid_inception.load_state_dict_from_url = original
+    return model.to(device).eval()
+
+
+def sample_files(folder):
+    """The image files of a folder: a run's samples only, or every image of any other folder."""
+    folder = Path(folder)
+    if (folder / SETTINGS).exists():
+        files = [p for p in folder.rglob("*.png") if SAMPLE.fullmatch(p.name)
+                 and (p.parent == folder or p.parent.parent == folder and p.parent.name.isdigit())]
+    else:
+        files = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    if not files:
+        raise ValueError(f"no images in {folder}")
+    return sorted(files)
+
+
+def npz_images(path):
+    """`arr_0` of an npz, checked to be uint8 NHWC images with 1 or 3 channels."""
+    with np.load(path) as f:
+        if "arr_0" not in f.files:
+            raise ValueError(f"{path} has no arr_0 (images) and no mu/sigma (statistics): arrays {f.files}")
+        images = f["arr_0"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
+        raise ValueError(f"{path}: arr_0 is {images.dtype} {list(images.shape)}; expected uint8 images [N, H, W, 3] "
+                         "(or [N, H, W, 1]) in 0..255")
+    return images
+
+
+def image_batches(path, batch_size):
+    """uint8 NHWC batches from a folder or an npz."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        images = npz_images(path)
+        for i in range(0, len(images), batch_size):
+            yield images[i:i + batch_size]
+        return
+    files, size = sample_files(path), None
+    for i in range(0, len(files), batch_size):
+        batch = []
+        for f in files[i:i + batch_size]:
+            try:
+                with Image.open(f) as im:
+                    batch.append(np.asarray(im.convert("RGB")))
+            except (OSError, ValueError, SyntaxError):
+                raise ValueError(f"{f} is not a readable image") from None
+            if size is None:
+                size = batch[-1].shape
+            elif batch[-1].shape != size:
+                raise ValueError(f"{f} is {batch[-1].shape[1]}x{batch[-1].shape[0]}, the first image is "
+                                 f"{size[1]}x{size[0]}: one FID side needs images of one size")
+        yield np.stack(batch)
+
+
+def read_statistics(path, dims):
+    """(mu, sigma) of a statistics npz, checked against the feature dimension."""
+    with np.load(path) as f:
+        mu, sigma = f["mu"], f["sigma"]
+    if mu.shape != (dims,) or sigma.shape != (dims, dims) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise ValueError(f"{path}: statistics of shape mu {list(mu.shape)}, sigma {list(sigma.shape)}; expected finite "
+                         f"[{dims}] and [{dims}, {dims}] (--dims {dims})")
+    return mu, sigma
+
+
+def is_statistics(path):
+    path = Path(path)
+    if path.suffix != ".npz":
+        return False
+    try:
+        with np.load(path) as f:
+            return {"mu", "sigma"} <= set(f.files)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable npz file ({e})") from None
+
+
+@torch.no_grad()
+def activations(model, path, batch_size=50, device="cpu"):
+    feats = []
+    for batch in image_batches(path, batch_size):
+        x = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float() / 255
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        pred = torch.nn.functional.adaptive_avg_pool2d(model(x)[0], 1)  # blocks below pool3 are spatial
+        feats.append(pred.flatten(1).cpu().double().numpy())
+    return np.concatenate(feats)
+
+
+def statistics_of(path, model, dims, batch_size=50, device="cpu"):
+    """(mu, sigma, number of images or None) of one side."""
+    if is_statistics(path):
+        return (*read_statistics(path, dims), None)
+    feats = activations(model(), path, batch_size, device)
+    return (*feature_statistics(feats), len(feats))
