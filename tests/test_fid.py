@@ -64,3 +64,49 @@ def test_missing_inception_weights_names_file_and_url(tmp_path):
                         "--inception-weights", str(tmp_path / "nope.pth")], capture_output=True, text=True)
     assert r.returncode == 2 and "nope.pth" in r.stderr and "pytorch-fid/releases" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_run_folder_contributes_its_samples_only(tmp_path):
+    """grid.png, logs and npz files beside a run's images are never counted as samples."""
+    from PIL import Image
+
+    from pipeline.fid import npz_images, sample_files
+
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(run / f"{i:06d}.png")
+    (run / "settings.json").write_text("{}")
+    samples = sample_files(run)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(run / "grid.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(run / "logs" / "000009.png")
+    np.savez(run / "samples_5x16x16x3.npz", arr_0=np.zeros((5, 16, 16, 3), np.uint8))
+    assert sample_files(run) == samples and len(samples) == 5
+    np.savez(tmp_path / "float.npz", arr_0=np.zeros((5, 16, 16, 3), np.float32))
+    with pytest.raises(ValueError, match="arr_0 is float32"):
+        npz_images(tmp_path / "float.npz")
+
+
+def test_fid_of_a_run_with_grid_equals_the_run_without(tmp_path):
+    weights = tmp_path / "inception.pth"
+    torch.save(torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None,
+                                               init_weights=False).state_dict(), weights)
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    for name in ("run", "ref"):
+        (tmp_path / name).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / f"{i:06d}.png")
+    (tmp_path / "run" / "settings.json").write_text("{}")
+
+    def fid():
+        r = subprocess.run([sys.executable, str(SCRIPTS / "fid.py"), str(tmp_path / "run"), str(tmp_path / "ref"),
+                            "--inception-weights", str(weights), "--dims", "64"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    without = fid()
+    Image.fromarray(np.zeros((512, 512, 3), np.uint8)).save(tmp_path / "run" / "grid.png")
+    assert fid() == without

@@ -1,7 +1,10 @@
-"""scripts/sample.py: determinism across processes, resumption after SIGKILL, signals, bad input."""
+"""scripts/sample.py: determinism across processes, resumption after SIGKILL, signals, fingerprints,
+shared folders, lazy seeds, full disks."""
 
 import json
 import os
+import resource
+import runpy
 import signal
 import subprocess
 import sys
@@ -9,11 +12,30 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SCRIPTS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # bitwise equality needs equal thread counts
+SAMPLE = {}
+
+
+def sample_in_process(argv, capsys):
+    """(exit status, stderr) of sample.py's real entry point, run in this process (fast)."""
+    if not SAMPLE:
+        SAMPLE.update(runpy.run_path(str(SCRIPTS / "sample.py")))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        code = SAMPLE["run"](SAMPLE["main"], [str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
 
 
 def run(*args, wait=True, **kw):
@@ -85,27 +107,6 @@ def test_sigterm_finishes_the_current_image_and_exits_resumably(tmp_path, t1_run
     assert not list(out.rglob("*.tmp"))
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["sampling.cache_intervall=2"], "unknown config key 'sampling.cache_intervall'"),
-    (["--cache-branch", "9"], "cache branch 9 is out of range"),
-    (["--cache-interval", "0"], "cache interval must be an integer >= 1"),
-    (["--cache-schedule", "nonuniform", "--cache-power", "1.2"], "needs a center"),
-    (["--seeds", "5-1"], "malformed seed range"),
-    (["--seeds", "1-x"], "malformed seed range"),
-    (["--scale", "2"], "unknown config key 'sampling.scale'"),  # no guidance for DDPM
-    (["--cuda-graph", "--device", "cpu"], "CUDA graphs need a CUDA device"),
-])
-def test_bad_input_is_one_line_and_touches_nothing(tmp_path, t1_run, extra, message):
-    cfg, ckpt = t1_run
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "000000.png").write_bytes(b"existing")
-    r = run("--config", cfg, "--ckpt", ckpt, "--outdir", out, *extra)
-    assert r.returncode == 2 and message in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert [p.name for p in out.iterdir()] == ["000000.png"] and (out / "000000.png").read_bytes() == b"existing"
-
-
 @pytest.mark.slow
 def test_compiled_channels_last_run_writes_the_eager_images(tmp_path, t1_run):
     cfg, ckpt = t1_run
@@ -136,3 +137,127 @@ def test_ldm_config_samples_with_guidance_and_seed_derived_classes(tmp_path):
     assert r.returncode == 0, r.stderr
     npz = np.load(out / "samples_4x32x32x3.npz")
     assert npz["arr_0"].shape == (4, 32, 32, 3) and npz["arr_1"].tolist() == [998, 999, 0, 1]
+
+
+FINGERPRINT = [  # (changed setting, the key the refusal names)
+    (["--eta", "0.5"], "config.sampling.eta"),
+    (["--skip-type", "quad"], "config.sampling.skip_type"),
+    (["--cache-interval", "2"], "config.sampling.cache_interval"),
+    (["--cache-branch", "0"], "config.sampling.cache_branch"),
+    (["--cache-schedule", "nonuniform", "--cache-center", "1", "--cache-power", "1.2"], "config.sampling.cache_schedule"),
+    (["--cache-schedule", "power", "--cache-power", "1.5"], "config.sampling.cache_schedule"),
+    (["--sampler", "plms"], "config.sampling.sampler"),
+    (["--steps", "4"], "config.sampling.steps"),
+    (["diffusion.beta_end=0.03"], "config.diffusion.beta_end"),
+    (["--precision", "bf16"], "precision"),
+    (["--channels-last"], "channels_last"),
+    (["--compile", "default"], "compile"),
+    (["--subdirs"], "subdirs"),
+    (["--ckpt", "OTHER"], "checkpoint.md5"),
+]
+
+
+def test_a_folder_refuses_every_other_setting_and_stays_unchanged(tmp_path, t1_run, capsys):
+    cfg, ckpt = t1_run
+    other = tmp_path / "other.ckpt"  # the same architecture, other weights
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, other)
+    out = tmp_path / "out"
+    base = ["--config", cfg, "--ckpt", ckpt, "--steps", "3", "--seeds", "0-1", "--outdir", out]
+    assert sample_in_process(base, capsys)[0] == 0
+    before = files(out)
+    for change, key in FINGERPRINT:
+        args = [other if a == "OTHER" else a for a in change]
+        code, err = sample_in_process(base + args, capsys)
+        assert code == 2 and f"was made with {key}=" in err, (change, err)
+        assert files(out) == before
+    assert sample_in_process(base + ["--seeds", "2-3", "--batch-size", "1"], capsys)[0] == 0  # same settings: continues
+    assert len([k for k in files(out) if k.endswith(".png")]) == 4
+
+
+def test_default_folders_differ_whenever_the_settings_do(t1_run, capsys):
+    cfg, ckpt = t1_run
+    if not SAMPLE:
+        SAMPLE.update(runpy.run_path(str(SCRIPTS / "sample.py")))
+    ranks = SAMPLE["Ranks"]()
+
+    def outdir(*extra):
+        args = SAMPLE["parse_args"](["--config", str(cfg), "--ckpt", str(ckpt), *extra])
+        return SAMPLE["prepare"](args, ranks)[9]
+
+    folders = [outdir(*change) for change, _ in FINGERPRINT if "OTHER" not in change]
+    assert len(set(folders)) == len(folders) and not any(f.exists() for f in folders)
+    assert outdir("--seeds", "5-9") == outdir("--batch-size", "1") == outdir()  # neither makes other images
+
+
+def _settings_free(proc):
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def test_a_billion_seeds_start_at_once_in_constant_memory(tmp_path, t1_run):
+    cfg, ckpt = t1_run
+    out = tmp_path / "out"
+    proc = run("--config", cfg, "--ckpt", ckpt, "--steps", "2", "--seeds", "0-999999999", "--batch-size", "1",
+               "--subdirs", "--outdir", out, wait=False)
+    _wait_for_images(out / "000000", 1, proc, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    code, err = _settings_free(proc)
+    assert code == 3 and "1,000,000,000 seeds" in err
+
+
+@pytest.mark.parametrize("ranges", [("0-7", "4-11"), ("0-5", "6-11")], ids=["overlapping", "disjoint"])
+def test_two_processes_on_one_folder_write_the_images_of_one(tmp_path, t1_run, ranges):
+    """As the array tasks of one SLURM job: started together into one folder."""
+    cfg, ckpt = t1_run
+    common = ["--config", cfg, "--ckpt", ckpt, "--steps", "4", "--batch-size", "2"]
+    procs = [run(*common, "--seeds", r, "--outdir", tmp_path / "shared", wait=False) for r in ranges]
+    results = [_settings_free(p) for p in procs]
+    assert all(code == 0 for code, _ in results), results
+    alone = run(*common, "--seeds", "0-11", "--outdir", tmp_path / "alone")
+    assert alone.returncode == 0, alone.stderr
+    assert files(tmp_path / "shared") == files(tmp_path / "alone")
+    assert not list((tmp_path / "shared").rglob("*.tmp"))
+
+
+def test_sigterm_to_one_of_two_gloo_ranks_stops_both_resumably(tmp_path, t1_run):
+    import socket
+
+    cfg, ckpt = t1_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(SCRIPTS / "sample.py"), "--config", str(cfg), "--ckpt", str(ckpt), "--steps", "30",
+           "--seeds", "0-199", "--batch-size", "2", "--outdir", str(out)]
+    procs = [subprocess.Popen(cmd, env={**ENV, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r),
+                                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    _wait_for_images(out, 4, procs[0])
+    procs[1].send_signal(signal.SIGTERM)
+    results = [_settings_free(p) for p in procs]
+    assert [code for code, _ in results] == [3, 3], results
+    assert all("rerun the same command to resume" in err for _, err in results)
+    assert len(list(out.glob("*.png"))) < 200 and not list(out.rglob("*.tmp"))
+
+
+def test_an_image_that_does_not_decode_is_redone(tmp_path, t1_run):
+    cfg, ckpt = t1_run
+    args = ["--config", cfg, "--ckpt", ckpt, "--steps", "3", "--seeds", "0-3", "--outdir", tmp_path]
+    assert run(*args).returncode == 0
+    good = (tmp_path / "000001.png").read_bytes()
+    (tmp_path / "000001.png").write_bytes(good[: len(good) // 2])
+    again = run(*args)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "000001.png").read_bytes() == good
+
+
+def test_a_full_disk_is_a_short_error_and_leaves_no_partial_file(tmp_path, t1_run):
+    cfg, ckpt = t1_run
+    args = ["--config", cfg, "--ckpt", ckpt, "--steps", "3", "--outdir", tmp_path]
+    assert run(*args, "--seeds", "0-1").returncode == 0
+    before = files(tmp_path)
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))  # noqa: E731
+    full = run(*args, "--seeds", "2-3", preexec_fn=limit)
+    assert full.returncode == 2 and "no space left to write" in full.stderr and "Traceback" not in full.stderr
+    assert files(tmp_path) == before and not list(tmp_path.rglob("*.tmp"))
