@@ -50,10 +50,10 @@ def check_file(path, md5=None, source="", size=None):
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
-        where = f" Download it from {source}" if source else ""
         expect = ", ".join(x for x in [f"md5 {md5}" if md5 else "", f"{size:,} bytes" if size else ""] if x)
         expect = f" ({expect})" if expect else ""
-        raise CheckpointError(f"checkpoint not found: {path}.{where}{expect} and put it at that path.")
+        where = f" Download it from {source}{expect} and put it at that path." if source else ""
+        raise CheckpointError(f"checkpoint not found: {path}.{where}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes): the download failed; fetch it again")
     if size and path.stat().st_size != size:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -117,9 +117,12 @@ def load_structured(data, schema, overrides=(), source="config"):
 
 def read_yaml(path):
     try:
-        return OmegaConf.load(path)
+        data = OmegaConf.load(path)
     except Exception as e:
-        raise ConfigError(f"{path}: not a readable YAML file ({e})") from None
+        raise ConfigError(f"{path}: not a readable YAML file ({str(e).strip().splitlines()[0] if str(e).strip() else e!r})") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"{path}: a config is a mapping of sections (model:, sampling:, ...), not a {type(data).__name__}")
+    return data
 
 
 def check_supported(cfg, source="config"):
@@ -131,6 +134,8 @@ def check_supported(cfg, source="config"):
         raise ConfigError(f"{source}: diffusion.var_type is {d.var_type!r}; use fixedlarge or fixedsmall")
     if d.num_timesteps < 1 or not 0 < d.beta_start <= d.beta_end < 1:
         raise ConfigError(f"{source}: diffusion needs num_timesteps >= 1 and 0 < beta_start <= beta_end < 1")
+    if not m.ch_mult or min(m.ch_mult) < 1:
+        raise ConfigError(f"{source}: model.ch_mult must be a non-empty list of integers >= 1, got {list(m.ch_mult)}")
     if m.resolution % 2 ** (len(m.ch_mult) - 1) or min(m.ch, m.in_channels, m.out_ch, m.num_res_blocks, m.resolution) < 1:
         raise ConfigError(f"{source}: model.resolution {m.resolution} must be divisible by 2^(len(ch_mult)-1) and "
                           "ch, in_channels, out_ch, num_res_blocks >= 1")

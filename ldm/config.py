@@ -159,7 +159,13 @@ def check_supported(cfg, source="config"):
     _require(source, "parameterization", p.parameterization, "eps")
     _require(source, "beta_schedule", p.beta_schedule, "linear")
     _require(source, "scale_by_std", p.scale_by_std, False)
+    if p.timesteps < 1 or not 0 < p.linear_start <= p.linear_end < 1:
+        raise ConfigError(f"{source}: model.params needs timesteps >= 1 and 0 < linear_start <= linear_end < 1 "
+                          f"(got {p.timesteps}, {p.linear_start}, {p.linear_end})")
     u = p.unet_config.params
+    if u.model_channels < 1 or not u.channel_mult or min(u.channel_mult) < 1 or u.num_res_blocks < 1:
+        raise ConfigError(f"{source}: unet_config.params needs model_channels, channel_mult entries and "
+                          "num_res_blocks >= 1")
     for key, expected in [("use_spatial_transformer", True), ("use_scale_shift_norm", False), ("resblock_updown", False),
                           ("conv_resample", True), ("dims", 2), ("use_fp16", False), ("legacy", True)]:
         _require(source, f"unet_config.params.{key}", getattr(u, key), expected)

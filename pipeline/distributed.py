@@ -12,7 +12,7 @@ import subprocess
 import torch
 import torch.distributed as dist
 
-RENDEZVOUS_TIMEOUT = float(os.environ.get("DEEPCACHE_RENDEZVOUS_TIMEOUT", 300))  # s: all ranks must show up
+RENDEZVOUS_TIMEOUT = None  # seconds for all ranks to show up; None: $DEEPCACHE_RENDEZVOUS_TIMEOUT, default 300
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=4)  # a rank may wait a whole model load + batch for its peers
 
 
@@ -21,6 +21,19 @@ def _int(env, key):
         return int(env[key])
     except ValueError:
         raise ValueError(f"environment variable {key}={env[key]!r} is not an integer") from None
+
+
+def rendezvous_timeout():
+    if RENDEZVOUS_TIMEOUT is not None:
+        return RENDEZVOUS_TIMEOUT
+    text = os.environ.get("DEEPCACHE_RENDEZVOUS_TIMEOUT", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"DEEPCACHE_RENDEZVOUS_TIMEOUT={text!r} is not a number of seconds > 0")
+    return value
 
 
 def dist_env(env=None):
@@ -32,7 +45,7 @@ def dist_env(env=None):
             raise ValueError(f"{' and '.join(missing)} is not set but {'RANK' if missing == ['WORLD_SIZE'] else 'WORLD_SIZE'}"
                              " is: launch with torchrun, or unset both")
         rank, world, local = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0
-    elif "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1") or 1) > 1:
+    elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env and _int(env, "SLURM_NTASKS") > 1:
         rank, world = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS")
         local = _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0
     else:
@@ -51,6 +64,7 @@ class Ranks:
 
     @classmethod
     def from_env(cls, env=None):
+        rendezvous_timeout()  # a malformed value is an error before any work
         return cls(*dist_env(env))
 
     def init(self):
@@ -68,14 +82,15 @@ class Ranks:
             if not nodes:
                 raise ValueError("cannot find the first node of the SLURM job (scontrol show hostnames failed)")
             env["MASTER_ADDR"] = nodes[0]
-        env.setdefault("MASTER_PORT", str(29500 + int(env.get("SLURM_JOB_ID", 0) or 0) % 1000))
+        env.setdefault("MASTER_PORT", str(29500 + int(env.get("SLURM_JOB_ID", "0") or 0) % 1000))
+        timeout = rendezvous_timeout()
         try:
             dist.init_process_group("gloo", rank=self.rank, world_size=self.world,
-                                    timeout=datetime.timedelta(seconds=RENDEZVOUS_TIMEOUT))
+                                    timeout=datetime.timedelta(seconds=timeout))
             self.group = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
         except (RuntimeError, ValueError) as e:  # DistNetworkError / DistStoreError / timeouts
             raise ValueError(f"rank {self.rank} of {self.world}: the process group did not form within "
-                             f"{RENDEZVOUS_TIMEOUT:.0f} s at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
+                             f"{timeout:.0f} s at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
                              f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): are all "
                              "ranks running? (DEEPCACHE_RENDEZVOUS_TIMEOUT sets the wait)") from None
         return self

@@ -74,12 +74,23 @@ def sample_files(folder):
     return sorted(files)
 
 
+def _load(path, *keys):
+    try:
+        with np.load(path) as f:
+            missing = [k for k in keys if k not in f.files]
+            if missing:
+                raise ValueError(f"{path} has no {' / '.join(missing)}: it holds {f.files} (images are arr_0, "
+                                 "statistics mu and sigma)")
+            return [f[k] for k in keys]
+    except (OSError, EOFError, ValueError) as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path} is not a readable npz of arrays ({str(e).strip().splitlines()[0]})") from None
+
+
 def npz_images(path):
     """`arr_0` of an npz, checked to be uint8 NHWC images with 1 or 3 channels."""
-    with np.load(path) as f:
-        if "arr_0" not in f.files:
-            raise ValueError(f"{path} has no arr_0 (images) and no mu/sigma (statistics): arrays {f.files}")
-        images = f["arr_0"]
+    images, = _load(path, "arr_0")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
         raise ValueError(f"{path}: arr_0 is {images.dtype} {list(images.shape)}; expected uint8 images [N, H, W, 3] "
                          "(or [N, H, W, 1]) in 0..255")
@@ -113,8 +124,7 @@ def image_batches(path, batch_size):
 
 def read_statistics(path, dims):
     """(mu, sigma) of a statistics npz, checked against the feature dimension."""
-    with np.load(path) as f:
-        mu, sigma = f["mu"], f["sigma"]
+    mu, sigma = _load(path, "mu", "sigma")
     if mu.shape != (dims,) or sigma.shape != (dims, dims) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ValueError(f"{path}: statistics of shape mu {list(mu.shape)}, sigma {list(sigma.shape)}; expected finite "
                          f"[{dims}] and [{dims}, {dims}] (--dims {dims})")
@@ -128,8 +138,8 @@ def is_statistics(path):
     try:
         with np.load(path) as f:
             return {"mu", "sigma"} <= set(f.files)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable npz file ({e})") from None
+    except (OSError, EOFError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable npz file ({str(e).strip().splitlines()[0]})") from None
 
 
 @torch.no_grad()
@@ -149,4 +159,6 @@ def statistics_of(path, model, dims, batch_size=50, device="cpu"):
     if is_statistics(path):
         return (*read_statistics(path, dims), None)
     feats = activations(model(), path, batch_size, device)
+    if len(feats) < 2:
+        raise ValueError(f"{path}: FID needs at least 2 images, found {len(feats)}")
     return (*feature_statistics(feats), len(feats))

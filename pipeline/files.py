@@ -47,14 +47,21 @@ def atomic_write(path, write):
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         if e.errno in FULL:
             raise NoSpaceError(e.errno, os.strerror(e.errno), str(path)) from None
-        raise
+        raise OSError(e.errno, f"cannot write it ({e.strerror or e})", str(path)) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
         raise
     return path
+
+
+def _unlink(path):
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:  # e.g. a directory of that name, or a parent that is a file
+        pass
 
 
 def write_png(path, image):
@@ -93,9 +100,9 @@ def create_exclusive(path, text):
     except OSError as e:
         if e.errno in FULL:
             raise NoSpaceError(e.errno, os.strerror(e.errno), str(path)) from None
-        raise
+        raise OSError(e.errno, f"cannot create it ({e.strerror or e})", str(path)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        _unlink(tmp)
 
 
 def image_ok(path, shape=None):

@@ -84,6 +84,13 @@ class CacheSchedule:
 
     def full_steps(self, num_steps):
         """Sorted indices of the full steps among `num_steps` steps."""
+        try:
+            return self._full_steps(num_steps)
+        except OverflowError:
+            raise ValueError(f"cache power {self.power} is too small for {num_steps} steps (S^(1/p) overflows): "
+                             "use p in about 0.5..5") from None
+
+    def _full_steps(self, num_steps):
         S, N = num_steps, self.interval
         k = math.ceil(S / N)
         if self.kind == "uniform":

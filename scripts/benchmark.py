@@ -26,6 +26,7 @@ from pipeline import FastPath, Pipeline, build_model, check_sampling, load_confi
 from pipeline.benchmark import macs_per_branch, report, rows_for_variant
 from pipeline.cli import ArgumentParser, int_list, positive_int, run
 from pipeline.fast import resolve_device
+from pipeline.files import check_outdir
 from pipeline.versions import device_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +61,8 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
 
+    if args.random_init and args.ckpt:
+        raise ValueError("give --random-init or --ckpt, not both")
     cfg = load_config(args.config, args.overrides)
     s = cfg.sampling if args.steps is None else replace(cfg.sampling, steps=args.steps)
     branches = args.branches or [s.cache_branch]
@@ -77,6 +80,7 @@ def main(argv=None):
               f"{s.sampler} steps, {device_name(device)}{' (random weights)' if args.random_init else ''}\n\n"
               f"`python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
     out = Path(args.out or REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}")
+    check_outdir(out.parent)
     macs = macs_per_branch(meta, branches, getattr(s, "scale", 1.0))
     rows = []
     for variant in args.variants:

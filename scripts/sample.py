@@ -81,7 +81,7 @@ def prepare(args, ranks):
     seeds = SeedRanges.parse(args.seeds)
     meta = build_model(cfg, "meta")
     classes = None
-    if args.classes:
+    if args.classes is not None:
         ranges = SeedRanges.parse(args.classes)
         if ranges.ranges[-1][1] >= max(meta.num_classes, 1):
             raise ValueError(f"--classes: class {ranges.ranges[-1][1]} is out of range (0..{meta.num_classes - 1})"
@@ -129,6 +129,7 @@ def main(argv=None):
     args = parse_args(argv)
     ranks = Ranks.from_env()
     cfg, seeds, classes, timesteps, full_steps, fast, device, ckpt, settings, outdir, image_shape = prepare(args, ranks)
+    pipe = Pipeline(load_model(cfg, ckpt), device, fast)  # the checkpoint read and checked before any write
     ranks.init()
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -144,17 +145,18 @@ def main(argv=None):
 
     n = seeds.num_batches(s.batch_size)
     rounds = -(-n // ranks.world)  # every rank takes part in every round's check, work or not
-    pipe, made, seconds, error = None, 0, 0.0, None
+    made, seconds, error = 0, 0.0, None
+    try:  # the first process to get here creates the folder's settings record; the others check it
+        record_settings(outdir, settings, {"host": os.uname().nodename, **versions()})
+    except Exception as e:
+        error = e
     for r in tqdm(range(rounds), disable=ranks.rank != 0, unit="batch"):
         j = r * ranks.world + ranks.rank
         try:
-            batch = seeds.batch(j, s.batch_size) if j < n and not STOP else []
+            batch = seeds.batch(j, s.batch_size) if j < n and not STOP and error is None else []
             paths = [image_path(outdir, x, args.subdirs) for x in batch]
             todo = [not image_ok(p, image_shape) for p in paths]
             if any(todo):
-                if pipe is None:  # loaded on first need: a finished run packs its npz without a model
-                    pipe = Pipeline(load_model(cfg, ckpt), device, fast)
-                    record_settings(outdir, settings, {"host": os.uname().nodename, **versions()})
                 start = time.perf_counter()
                 images = pipe.sample(batch, s, classes=classes)
                 seconds += time.perf_counter() - start
@@ -176,7 +178,7 @@ def main(argv=None):
         if error is None:
             print(f"rank {ranks.rank}: stopped because another rank failed", file=sys.stderr)
             return EXIT_ERROR
-        if isinstance(error, torch.OutOfMemoryError):
+        if isinstance(error, torch.cuda.OutOfMemoryError):
             raise ValueError(f"out of memory at batch size {s.batch_size}: use a smaller --batch-size") from None
         raise error
     if status == 1:

@@ -10,6 +10,7 @@ files, folders) are made by the small builders below, named from the table.
 import dataclasses
 import os
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +41,7 @@ BASE = {
     "fid": ["--inception-weights", "{weights}", "--dims", "64", "--batch-size", "4", "--device", "cpu",
             "--out", "{out}/fid.json"],
     "train": ["--config", "digits", "--workdir", "{out}", "--steps", "2"],
-    "benchmark": ["--config", "{cfg}", "--random-init", "--batch-size", "1", "--steps", "2", "--intervals", "2",
+    "benchmark": ["--config", "{cfg}", "--ckpt", "{ckpt}", "--batch-size", "1", "--steps", "2", "--intervals", "2",
                   "--repeats", "1", "--warmup", "0", "--no-overhead", "--device", "cpu", "--out", "{out}/bench"],
 }
 DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",
@@ -96,6 +97,16 @@ def not_yaml(ctx):
 
 def list_yaml(ctx):
     (p := ctx["tmp"] / "list.yaml").write_text("[]\n")
+    return {"bad": p}
+
+
+def scalar_yaml(ctx):
+    (p := ctx["tmp"] / "scalar.yaml").write_text("hello\n")
+    return {"bad": p}
+
+
+def top_key_yaml(ctx):
+    (p := ctx["tmp"] / "topkey.yaml").write_text("foo: 1\n")
     return {"bad": p}
 
 
@@ -185,6 +196,44 @@ def missing_data(ctx):
     return {"bad": ctx["tmp"] / "nowhere" / "digits.npz"}
 
 
+def one_image_dir(ctx):
+    return {"bad": images_dir(ctx, "single", sizes=((32, 32),))}
+
+
+def object_npz(ctx):
+    np.savez(p := ctx["tmp"] / "objects.npz", arr_0=np.array([{"an": "object"}, None], dtype=object))
+    return {"bad": p}
+
+
+def wrong_shape_data(ctx):
+    np.savez(p := ctx["tmp"] / "big.npz", images=np.zeros((4, 16, 16), np.uint8))
+    return {"bad": p}
+
+
+def single_image_data(ctx):
+    np.savez(p := ctx["tmp"] / "one.npz", images=np.zeros((1, 8, 8), np.uint8))
+    return {"bad": p}
+
+
+def foreign_train_ckpt(ctx):
+    torch.save([{"conv_in.weight": torch.zeros(1)}, {}, 0, 0], ctx["out"] / "ckpt.pth")
+    return {}
+
+
+def stats_and_out_dir(ctx):
+    np.savez(p := ctx["tmp"] / "stats64.npz", mu=np.zeros(64), sigma=np.eye(64))
+    (ctx["out"] / "stats_dir").mkdir()
+    return {"stats": p}
+
+
+def samples_and_plain_file(ctx):
+    return {**good_samples(ctx), **out_under_file(ctx)}
+
+
+def stats_and_plain_file(ctx):
+    return {**stats_and_out_dir(ctx), **out_under_file(ctx)}
+
+
 def free_port(ctx):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,15 +242,14 @@ def free_port(ctx):
 
 # ---- the table -------------------------------------------------------------------------------------
 
-def bug(reason):
-    return pytest.mark.xfail(strict=True, reason=f"BUG: {reason}")
-
-
 def case(id, script, args, expect, env=None, build=None, marks=()):
     return pytest.param(script, args, expect, env or {}, build, id=f"{script}:{id}", marks=marks)
 
 
+LDM = ["--config", str(LDM_CFG), "--ckpt", str(LDM_CKPT)]
+NO_SCONTROL = pytest.mark.skipif(shutil.which("scontrol") is not None, reason="checks the message without SLURM")
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+FEW_GPUS = pytest.mark.skipif(torch.cuda.device_count() > 7, reason="needs a machine without a CUDA device 7")
 
 CASES = [
     # sample.py: numbers
@@ -225,6 +273,11 @@ CASES = [
     case("cache-center-abc", "sample", ["--cache-center", "abc"], "--cache-center"),
     case("cache-interval-0", "sample", ["--cache-interval", "0"], "cache interval must be an integer >= 1, got 0"),
     case("cache-branch-99", "sample", ["--cache-branch", "99"], "cache branch 99 is out of range"),
+    case("cache-power-0.001", "sample", ["--steps", "100", "--cache-schedule", "power", "--cache-power", "0.001"],
+         "cache power 0.001"),
+    case("cache-nonuniform-power-0.001", "sample",
+         ["--steps", "100", "--cache-schedule", "nonuniform", "--cache-power", "0.001", "--cache-center", "1"],
+         "cache power 0.001"),
     case("cache-center-outside", "sample",
          ["--cache-schedule", "nonuniform", "--cache-power", "1.5", "--cache-center", "7"], "cache center 7"),
     # sample.py: seeds and classes
@@ -233,18 +286,25 @@ CASES = [
     case("seeds-empty", "sample", ["--seeds", ""], "malformed seed range ''"),
     case("seeds-1-x", "sample", ["--seeds", "1-x"], "'1-x'"),
     case("classes-on-ddpm", "sample", ["--classes", "1,2"], "--classes applies to class-conditional models only"),
-    case("classes-out-of-range", "sample", ["--config", str(LDM_CFG), "--ckpt", str(LDM_CKPT), "--classes", "5000"],
-         "--classes: class 5000 is out of range"),
-    case("scale-nan-ldm", "sample", ["--config", str(LDM_CFG), "--ckpt", str(LDM_CKPT), "--scale", "nan"],
-         "sampling.scale"),
+    case("classes-out-of-range", "sample", [*LDM, "--classes", "5000"], "--classes: class 5000 is out of range"),
+    case("scale-nan-ldm", "sample", [*LDM, "--scale", "nan"], "sampling.scale"),
     case("scale-on-ddpm", "sample", ["--scale", "2"], "sampling.scale"),
     # sample.py: configs
     case("unknown-key", "sample", ["sampling.etaa=0.5"], "sampling.etaa"),
     case("override-without-equals", "sample", ["sampling.eta"], "expected key=value, got 'sampling.eta'"),
     case("override-bad-type", "sample", ["sampling.steps=many"], "sampling.steps"),
+    case("ch-mult-empty", "sample", ["model.ch_mult=[]"], "model.ch_mult"),
+    case("dropout-2", "sample", ["model.dropout=2"], "dropout"),
+    case("ldm-timesteps-0", "sample", [*LDM, "model.params.timesteps=0"], "timesteps"),
+    case("ldm-model-channels-0", "sample", [*LDM, "model.params.unet_config.params.model_channels=0"],
+         "model_channels"),
+    case("ldm-linear-end-5", "sample", [*LDM, "model.params.linear_end=5"], "linear_end"),
     case("unknown-config", "sample", ["--config", "cifar100"], "config 'cifar100' not found"),
     case("config-not-yaml", "sample", ["--config", "{bad}"], "{bad}", build=not_yaml),
     case("config-empty-list", "sample", ["--config", "{bad}"], "{bad}", build=list_yaml),
+    case("config-scalar", "sample", ["--config", "{bad}"], "{bad}", build=scalar_yaml),
+    case("config-unknown-top-key", "sample", ["--config", "{bad}"], "{bad}: unknown config key 'foo'",
+         build=top_key_yaml),
     # sample.py: checkpoints
     case("ckpt-missing", "sample", ["--ckpt", "{tmp}/absent.ckpt"], "checkpoint not found: {tmp}/absent.ckpt"),
     case("ckpt-0-bytes", "sample", ["--ckpt", "{bad}"], "{bad} is empty (0 bytes)", build=zero_ckpt),
@@ -258,14 +318,15 @@ CASES = [
     case("ckpt-nan-weights", "sample", ["--ckpt", "{bad}"], "{bad} is corrupt: {key} holds NaN", build=nan_ckpt),
     # sample.py: devices and fast paths
     case("device-cuda", "sample", ["--device", "cuda"], "device 'cuda'", marks=NO_GPU),
+    case("device-meta", "sample", ["--device", "meta"], "device 'meta'"),
     case("device-tpu", "sample", ["--device", "tpu"], "device 'tpu'"),
-    case("device-cuda-7", "sample", ["--device", "cuda:7"], "device 'cuda:7'"),
+    case("device-cuda-7", "sample", ["--device", "cuda:7"], "device 'cuda:7'", marks=FEW_GPUS),
     case("cuda-graph-on-cpu", "sample", ["--cuda-graph"], "CUDA graphs need a CUDA device, not cpu"),
     case("compile-reduce-overhead-with-graph", "sample", ["--compile", "reduce-overhead", "--cuda-graph"],
          "compile mode 'reduce-overhead'"),
     # sample.py: output folders
     case("outdir-is-file", "sample", [], "output folder {out} is a file", build=out_is_file),
-    case("outdir-under-file", "sample", [], "{out}", build=out_under_file),
+    case("outdir-under-file", "sample", [], "cannot create output folder {out}", build=out_under_file),
     case("outdir-proc-sys", "sample", [], "/proc/sys", build=out_in_proc),
     case("outdir-corrupt-settings", "sample", [], "{out}/settings.json is unreadable", build=corrupt_settings),
     case("outdir-png-without-settings", "sample", [], "holds images but no settings.json", build=png_without_settings),
@@ -276,6 +337,11 @@ CASES = [
     case("world-size-abc", "sample", [], "WORLD_SIZE='abc'", env={"WORLD_SIZE": "abc", "RANK": "0"}),
     case("rank-5-of-2", "sample", [], "RANK=5, WORLD_SIZE=2", env={"WORLD_SIZE": "2", "RANK": "5"}),
     case("no-master-addr", "sample", [], "MASTER_ADDR is not set", env={"WORLD_SIZE": "2", "RANK": "0"}),
+    case("local-rank-abc", "sample", [], "LOCAL_RANK='abc'", env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "abc"}),
+    case("world-size-0", "sample", [], "WORLD_SIZE=0", env={"WORLD_SIZE": "0", "RANK": "0"}),
+    case("slurm-ntasks-abc", "sample", [], "SLURM_NTASKS", env={"SLURM_PROCID": "0", "SLURM_NTASKS": "abc"}),
+    case("slurm-without-scontrol", "sample", [], "scontrol", marks=NO_SCONTROL,
+         env={"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "node[1-2]"}),
     case("rendezvous-timeout", "sample", [], "127.0.0.1:{port}", build=free_port,
          env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "{port}"}),
     # fid.py
@@ -296,9 +362,16 @@ CASES = [
     case("folder-without-images", "fid", ["{bad}", "{bad}"], "no images in {bad}", build=empty_dir),
     case("unreadable-png", "fid", ["{bad}", "{bad}"], "{culprit} is not a readable image", build=garbage_png_dir),
     case("images-of-different-sizes", "fid", ["{bad}", "{bad}"], "{culprit} is 40x48", build=mixed_sizes_dir),
+    case("a-single-image", "fid", ["{bad}", "{bad}"], "{bad}", build=one_image_dir),
+    case("npz-of-objects", "fid", ["{bad}", "{bad}"], "{bad}", build=object_npz),
+    case("device-tpu", "fid", ["{tmp}", "{tmp}", "--device", "tpu"], "device 'tpu'"),
+    case("out-under-file", "fid", ["{stats}", "{stats}", "--out", "{tmp}/plain.txt/fid.json"],
+         "{tmp}/plain.txt is a file", build=stats_and_plain_file),
+    case("save-stats-is-a-folder", "fid", ["{stats}", "--save-stats", "{out}/stats_dir"], "{out}/stats_dir",
+         build=stats_and_out_dir),
     case("no-reference-no-save-stats", "fid", ["{samples}"], "give a reference, or --save-stats", build=good_samples),
     case("save-stats-under-file", "fid", ["{samples}", "--save-stats", "{tmp}/plain.txt/stats.npz"],
-         "{tmp}/plain.txt", build=lambda ctx: {**good_samples(ctx), **out_under_file(ctx)}),
+         "{tmp}/plain.txt is a file", build=samples_and_plain_file),
     # train.py
     case("ldm-config", "train", ["--config", "cin256-v2"], "config 'cin256-v2' not found"),
     case("batch-size-0", "train", ["training.batch_size=0"], "training.batch_size=0"),
@@ -306,7 +379,13 @@ CASES = [
     case("ema-rate-1", "train", ["training.ema_rate=1"], "training.ema_rate=1"),
     case("data-missing", "train", ["training.data={bad}"], "no data file {bad}", build=missing_data),
     case("data-garbage", "train", ["training.data={bad}"], "training.data: {bad}", build=garbage_npz),
-    case("data-wrong-shape", "train", ["training.data={bad}"], "training.data: {bad}", build=no_arr0_npz),
+    case("data-without-images", "train", ["training.data={bad}"], "training.data: {bad}", build=no_arr0_npz),
+    case("data-wrong-shape", "train", ["training.data={bad}"], "holds images [4, 16, 16, 1]", build=wrong_shape_data),
+    case("data-one-image", "train", ["training.data={bad}"], "N >= 2", build=single_image_data),
+    case("save-every-0", "train", ["training.save_every=0"], "training.save_every=0"),
+    case("workdir-proc-sys", "train", [], "/proc/sys", build=out_in_proc),
+    case("foreign-ckpt-in-workdir", "train", [], "{out}/ckpt.pth is not a checkpoint of this script",
+         build=foreign_train_ckpt),
     case("workdir-is-file", "train", [], "output folder {out} is a file", build=out_is_file),
     case("corrupt-ckpt-in-workdir", "train", [], "{out}/ckpt.pth is not a readable PyTorch checkpoint",
          build=corrupt_train_ckpt),
@@ -315,11 +394,18 @@ CASES = [
     # benchmark.py
     case("intervals-abc", "benchmark", ["--intervals", "abc"], "--intervals"),
     case("branches-99", "benchmark", ["--branches", "99"], "cache branch 99 is out of range"),
+    case("random-init-and-ckpt", "benchmark", ["--random-init"], "--random-init or --ckpt"),
     case("variant-fp8", "benchmark", ["--variants", "eager:fp8"], "'eager:fp8'"),
     case("batch-size-0", "benchmark", ["--batch-size", "0"], "--batch-size"),
     case("graph-on-cpu", "benchmark", ["--variants", "eager:fp32:graph"], "CUDA graphs need a CUDA device"),
     case("ddim-steps-5000", "benchmark", ["--ddim-steps", "5000"], "got 5000"),
-    case("ckpt-missing", "benchmark", ["--ckpt", "{tmp}/absent.ckpt", "--random-init"], "absent.ckpt"),
+    case("ckpt-missing", "benchmark", ["--ckpt", "{tmp}/absent.ckpt"], "checkpoint not found: {tmp}/absent.ckpt"),
+    case("ckpt-truncated", "benchmark", ["--ckpt", "{bad}"], "{bad} is not a readable PyTorch checkpoint",
+         build=truncated_ckpt),
+    case("warmup-100", "benchmark", ["--warmup", "100"], "--warmup"),
+    case("steps-0", "benchmark", ["--steps", "0"], "--steps"),
+    case("unknown-key", "benchmark", ["sampling.etaa=1"], "sampling.etaa"),
+    case("out-under-file", "benchmark", ["--out", "{out}/bench"], "plain.txt is a file", build=out_under_file),
 ]
 
 
@@ -386,7 +472,7 @@ def ctx(tmp_path, t1_run, monkeypatch, request):
     out.mkdir()
     (out / "keep.txt").write_bytes(KEEP)
     c = {"tmp": tmp_path, "cfg": cfg, "ckpt": ckpt, "out": out, "new": tmp_path / "new"}
-    if "fid" in request.node.name:
+    if request.node.callspec.params.get("script") == "fid":
         c["weights"] = request.getfixturevalue("inception_weights")
     return c
 
@@ -413,8 +499,9 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(script, args, expect, 
 
     assert "Traceback" not in err, err
     assert code == 2, (code, err)
-    assert err.startswith("error: "), err
-    assert fill(expect, ctx) in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, err
+    assert fill(expect, ctx) in err[err.index("error: "):], err
     assert [snapshot(p) for p in watched] == before, "the failed run changed its output folder"
     assert not ctx["new"].exists()
     if "marker" in ctx:
@@ -425,20 +512,22 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(script, args, expect, 
 # ---- the same, as real processes: the exit status the shell sees ------------------------------------
 
 PROCESS_CASES = [
-    pytest.param(["--batch-size", "-1"], "--batch-size", None, id="batch-size-negative"),
-    pytest.param(["--eta", "nan"], "sampling.eta must be a finite number", None, id="eta-nan"),
-    pytest.param(["--ckpt", "{bad}"], "{bad} is empty (0 bytes)", zero_ckpt, id="ckpt-0-bytes"),
+    pytest.param(["--batch-size", "-1"], "--batch-size", None, {}, id="batch-size-negative"),
+    pytest.param(["--eta", "nan"], "sampling.eta must be a finite number", None, {}, id="eta-nan"),
+    pytest.param(["--ckpt", "{bad}"], "{bad} is empty (0 bytes)", zero_ckpt, {}, id="ckpt-0-bytes"),
+    pytest.param([], "DEEPCACHE_RENDEZVOUS_TIMEOUT", None, {"DEEPCACHE_RENDEZVOUS_TIMEOUT": "abc"},
+                 id="rendezvous-timeout-abc"),
 ]
 
 
-@pytest.mark.parametrize("args, expect, build", PROCESS_CASES)
-def test_bad_input_exits_2_as_a_process(args, expect, build, ctx):
+@pytest.mark.parametrize("args, expect, build, extra_env", PROCESS_CASES)
+def test_bad_input_exits_2_as_a_process(args, expect, build, extra_env, ctx):
     if build is not None:
         ctx.update(build(ctx))
     ctx["out"] = ctx["new"]  # a folder that does not exist yet, and must not afterwards
     argv = [fill(a, ctx) for a in BASE["sample"] + args]
     before = snapshot(ctx["tmp"])
-    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env = {**{k: v for k, v in os.environ.items() if k not in DIST_VARS}, **extra_env}
     r = subprocess.run([sys.executable, str(SCRIPTS / "sample.py"), *argv], capture_output=True, text=True,
                        timeout=300, env=env)
     assert r.returncode == 2, r.stderr
@@ -549,7 +638,7 @@ LIBRARY_CASES = [
     pytest.param(lib_rng_2_63, "seed 9223372036854775808 is out of range", id="PerImageRNG-2^63"),
     pytest.param(lib_rng_negative, "seed -1 is out of range", id="PerImageRNG-negative"),
     pytest.param(lib_guidance_nan, "guidance scale must be a finite number, got nan", id="ClassifierFreeGuidance-nan"),
-    pytest.param(lib_power_nan, "power schedule needs a finite power > 0, got nan", id="CacheSchedule-power-nan"),
+    pytest.param(lib_power_nan, "power cache schedule needs a finite power > 0, got nan", id="CacheSchedule-power-nan"),
     pytest.param(lib_timesteps_0, "sampler steps must be in 1..1000, got 0", id="make_timesteps-0"),
     pytest.param(lib_seed_range_reversed, "'1-0'", id="SeedRanges-1-0"),
     pytest.param(lib_check_sampling_batch_0, "batch size must be an integer >= 1, got 0", id="check_sampling-batch-0"),
