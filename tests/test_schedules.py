@@ -57,10 +57,12 @@ def test_schedule_is_pure_data():
     ({"interval": 0}, "interval must be an integer >= 1"),
     ({"branch": -1}, "branch must be"),
     ({"kind": "cosine"}, "unknown cache schedule kind"),
-    ({"kind": "nonuniform", "power": 1.2}, "needs a center"),
-    ({"kind": "power"}, "needs power"),
-    ({"kind": "explicit", "full_steps": [1, 4]}, "must contain step 0"),
-    ({"kind": "explicit", "full_steps": [0, 4, 2]}, "strictly increasing"),
+    ({"kind": "nonuniform", "power": 1.2}, "needs an integer center"),
+    ({"kind": "power"}, "needs a finite power > 0"),
+    ({"kind": "power", "power": float("nan")}, "needs a finite power > 0"),
+    ({"kind": "nonuniform", "power": float("inf"), "center": 3}, "needs a finite power > 0"),
+    ({"kind": "explicit", "explicit_steps": [1, 4]}, "must contain step 0"),
+    ({"kind": "explicit", "explicit_steps": [0, 4, 2]}, "strictly increasing"),
 ])
 def test_invalid_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
