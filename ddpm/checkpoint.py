@@ -153,10 +153,28 @@ def check_state_dict(model, state, path="checkpoint", known_models=None):
     raise CheckpointError("\n".join(lines))
 
 
+def read_safetensors(path):
+    """A safetensors file's tensors (the format holds data only: nothing can execute)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file: truncated, corrupt or another kind of "
+                              f"file ({_first_line(e)})") from None
+
+
 def load_weights(model, path, md5=None, source="", known_models=None):
-    """Load a DDPM checkpoint into `model` (strict) and return `model`."""
+    """Load a DDPM checkpoint into `model` (strict) and return `model`: a converted original state
+    dict, an ermongroup/ddim ckpt.pth, or diffusers UNet2DModel weights (.safetensors or .bin)."""
+    from .diffusers import is_diffusers_state, to_ddpm_state
+
     check_file(path, md5, source)
-    state, used = extract_state_dict(safe_load(path), path)
+    obj = read_safetensors(path) if Path(path).suffix == ".safetensors" else safe_load(path)
+    state, used = extract_state_dict(obj, path)
+    if is_diffusers_state(state):
+        state, used = to_ddpm_state(state), f"diffusers UNet2DModel weights ({used})"
     check_state_dict(model, state, path, known_models)
     model.load_state_dict(state, strict=True)
     log.info("loaded %s from %s", used, path)

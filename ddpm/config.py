@@ -142,9 +142,16 @@ def check_supported(cfg, source="config"):
 
 
 def load_config(name_or_path, overrides=()):
-    """A validated `DDPMConfig` from a config path or bare name, plus `key=value` overrides."""
-    path = find_config(name_or_path)
-    cfg = load_structured(read_yaml(path), DDPMConfig, overrides, source=str(path))
+    """A validated `DDPMConfig` from a config path, a bare name or a diffusers `UNet2DModel` folder,
+    plus `key=value` overrides."""
+    from . import diffusers
+
+    if diffusers.is_folder(name_or_path):
+        path, data = Path(name_or_path), diffusers.config_dict(name_or_path)
+    else:
+        path = find_config(name_or_path)
+        data = read_yaml(path)
+    cfg = load_structured(data, DDPMConfig, overrides, source=str(path))
     check_supported(cfg, str(path))
     return cfg
 

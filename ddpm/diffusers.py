@@ -54,12 +54,11 @@ def _json(path):
 
 
 def weights_file(folder):
-    """The folder's weights file (safetensors preferred)."""
+    """The folder's weights file: safetensors, else .bin (the safetensors name when there is neither)."""
     for name in WEIGHTS:
         if (Path(folder) / name).is_file():
             return Path(folder) / name
-    raise ConfigError(f"{folder}: no weights ({' or '.join(WEIGHTS)}); download them into the folder "
-                      f"(scripts/download.py)")
+    return Path(folder) / WEIGHTS[0]
 
 
 def config_dict(folder):

@@ -47,8 +47,8 @@ def load_inception(weights, dims=2048, device="cpu"):
 
     path = Path(weights)
     if not path.is_file():
-        raise ValueError(f"Inception weights not found: {path}. Download {WEIGHTS_URL} and put it there "
-                         "(or pass --inception-weights PATH)")
+        raise ValueError(f"Inception weights not found: {path}. Run `python scripts/download.py inception` (it "
+                         f"fetches {WEIGHTS_URL}), or pass --inception-weights PATH")
     state = safe_load(path)
     original = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = lambda url, progress=True: state

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import ddpm
 import ldm
-from ddpm.checkpoint import check_file
+from ddpm.checkpoint import CheckpointError, check_file
 from ddpm.config import ConfigError, find_config, read_yaml
+from ddpm.diffusers import WEIGHTS, is_folder, weights_file
 
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 FAMILIES = {ddpm.DDPMConfig: ddpm, ldm.LDMConfig: ldm}  # config schema -> package
@@ -25,6 +26,8 @@ def load_config(name_or_path, overrides=()):
         if "=" not in str(item):
             raise ConfigError(f"expected key=value, got {item!r}")
     path = Path(name_or_path)
+    if path.is_dir():  # a diffusers UNet2DModel folder
+        return ddpm.load_config(path, overrides)
     if path.is_file():
         model = read_yaml(path).get("model", {}) or {}
         family = ldm if "target" in model or "params" in model else ddpm
@@ -37,6 +40,12 @@ def load_config(name_or_path, overrides=()):
         return family.load_config(found, overrides)
     known = sorted(p.stem for f in FAMILIES.values() for p in Path(f.config.CONFIG_DIR).glob("*.yaml"))
     raise ConfigError(f"config {str(name_or_path)!r} not found (neither a file nor one of: {', '.join(known)})")
+
+
+def download_names():
+    from .download import NAMES
+
+    return NAMES
 
 
 def build_model(cfg, device=None):
@@ -52,7 +61,14 @@ def checkpoint_file(cfg, ckpt=None, ckpt_root=CHECKPOINTS):
         check_file(ckpt)
         return Path(ckpt)
     path = Path(ckpt_root) / c.file
-    check_file(path, c.md5, c.source, c.size)
+    if is_folder(path.parent) and path.name in WEIGHTS:
+        path = weights_file(path.parent)  # a diffusers folder: .safetensors, else .bin
+    try:
+        check_file(path, c.md5, c.source, c.size)
+    except CheckpointError as e:
+        if cfg.name in download_names() and not path.exists():
+            raise CheckpointError(f"{e} Or run: python scripts/download.py {cfg.name}") from None
+        raise
     return path
 
 

@@ -1,0 +1,38 @@
+"""Download the files the configs name, checked, to the paths the configs expect.
+
+    python scripts/download.py cifar10 cin256-v2 inception
+    python scripts/download.py google/ddpm-ema-church-256          # a diffusers folder
+    python scripts/download.py lsun_church --url https://my.mirror/model-4432000.ckpt
+
+NAMEs: the configs cifar10, lsun_church, lsun_bedroom, celebahq, cin256-v2 (celeba has no direct
+link), `inception` (pytorch-fid's weights) and the diffusers repos google/ddpm-{cifar10-32,
+church-256, bedroom-256, celebahq-256} and google/ddpm-ema-*. A transfer that stops is resumed by
+running the same command; a file that fails its check is deleted.
+"""
+
+import sys
+
+from pipeline import CHECKPOINTS
+from pipeline.cli import ArgumentParser, run
+from pipeline.download import NAMES, fetch, remotes
+from pipeline.files import check_outdir
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="+", metavar="NAME", help=", ".join(NAMES))
+    p.add_argument("--root", default=str(CHECKPOINTS), help="where the files go (default: checkpoints/)")
+    p.add_argument("--url", help="another source for one NAME (a mirror, a local server; a folder URL for a repo)")
+    args = p.parse_args(argv)
+    if args.url and len(args.names) != 1:
+        raise ValueError("--url replaces the source of one NAME: give exactly one")
+    check_outdir(args.root)
+    todo = [r for name in args.names for r in remotes(name, args.root, args.url)]  # every name checked first
+    for remote in todo:
+        path = fetch(remote, progress=sys.stderr.isatty())
+        print(f"ok: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
