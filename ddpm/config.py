@@ -43,13 +43,15 @@ class DiffusionConfig:
 
 @dataclass
 class SamplingConfig:
-    sampler: str = "ddim"           # ddim | plms | ddpm
+    sampler: str = "ddim"           # ddim | plms | ddpm | dpm++
     steps: int = 100                # sampler steps S
-    skip_type: str = "uniform"      # timestep spacing: uniform | quad
+    skip_type: str = "uniform"      # timestep spacing: uniform | quad | linspace
+    solver_order: int = 2           # dpm++: multistep order, 2 or 3
     eta: float = 0.0                # DDIM stochasticity (0 = deterministic)
     cache_interval: int = 1         # DeepCache N (1 = no caching)
     cache_branch: int = 2           # skip index whose consumer's input is cached
-    cache_schedule: str = "uniform"  # uniform | nonuniform | power
+    cache_schedule: str = "uniform"  # uniform | nonuniform | power | explicit
+    cache_full_steps: Optional[List[int]] = None  # explicit: the full steps (e.g. from scripts/plan.py)
     cache_center: Optional[int] = None  # nonuniform: centre step c of Eq. 7
     cache_power: Optional[float] = None  # nonuniform / power: exponent p
     batch_size: int = 64

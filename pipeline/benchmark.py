@@ -80,7 +80,8 @@ def psnr(a, b):
 
 def macs_per_branch(model, branches, guidance_scale=1.0):
     """{"full": MACs, "partial": {branch: MACs}} of one U-Net call per image (on `meta`; a guided
-    call counts both halves of its doubled batch)."""
+    call counts both halves of its doubled batch). Counted on a copy of the architecture on `meta`."""
+    model = build_model(model.config, "meta")
     x, t, kwargs = model.unet_inputs(1, "meta")
     macs = unet_macs(model.unet, x, t, branches, **kwargs)
     k = 1 if guidance_scale == 1.0 else 2
@@ -95,11 +96,12 @@ def rows_for_variant(pipe, s, seeds, macs, branches, intervals, ddim_steps=(), w
     variant = pipe.fast
     timesteps = lambda s2: pipe.model.timesteps(s2.steps, s2.skip_type)  # noqa: E731
     T = len(timesteps(s))
-    settings = [("DDIM", T, 1, None)] + [("DeepCache", T, N, b) for b in branches for N in intervals if N > 1]
-    settings += [("DDIM", S, 1, None) for S in ddim_steps]
+    solver = {"ddim": "DDIM", "plms": "PLMS", "ddpm": "DDPM", "dpm++": "DPM-Solver++"}[s.sampler]
+    settings = [(solver, s.steps, 1, None)] + [("DeepCache", s.steps, N, b) for b in branches for N in intervals if N > 1]
+    settings += [(solver, S, 1, None) for S in ddim_steps]
     runs = []
     for method, steps, N, branch in settings:
-        s2 = replace(s, steps=steps) if method == "DDIM" else s
+        s2 = replace(s, steps=steps)
         runs.append((s2, CacheSchedule(N, branch or 0)))
         for _ in range(warmup):  # compilation, autotuning, allocator
             pipe.sample_x0(seeds, s2, runs[-1][1])

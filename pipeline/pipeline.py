@@ -6,16 +6,27 @@ from functools import partial
 import numpy as np
 import torch
 
-from samplers import CacheSchedule, GraphedRun, PerImageRNG, ddim_sample, ddpm_sample, plms_sample
+from samplers import CacheSchedule, GraphedRun, PerImageRNG, ddim_sample, ddpm_sample, dpm_solver_pp_sample, plms_sample
 
 from .fast import FastPath
 
-SAMPLERS = {"ddim": ddim_sample, "plms": plms_sample, "ddpm": ddpm_sample}
+SAMPLERS = {"ddim": ddim_sample, "plms": plms_sample, "ddpm": ddpm_sample, "dpm++": dpm_solver_pp_sample}
 
 
 def cache_schedule(s):
     """The `CacheSchedule` of a sampling config section."""
-    return CacheSchedule(s.cache_interval, s.cache_branch, s.cache_schedule, center=s.cache_center, power=s.cache_power)
+    if s.cache_schedule == "explicit" and s.cache_full_steps is None:
+        raise ValueError("cache_schedule explicit needs sampling.cache_full_steps (e.g. --cache-file from plan.py)")
+    if s.cache_schedule != "explicit" and s.cache_full_steps is not None:
+        raise ValueError("sampling.cache_full_steps applies to cache_schedule explicit only")
+    return CacheSchedule(s.cache_interval, s.cache_branch, s.cache_schedule, center=s.cache_center,
+                         power=s.cache_power, explicit_steps=s.cache_full_steps)
+
+
+def sampler_kwargs(s, model):
+    """The sampler-specific arguments of sampling section `s`."""
+    return {"ddim": {"eta": s.eta}, "plms": {}, "ddpm": {"var_type": model.var_type},
+            "dpm++": {"order": s.solver_order}}[s.sampler]
 
 
 def _finite(name, value):
@@ -33,6 +44,8 @@ def check_sampling(model, s, classes=None):
         raise ValueError(f"sampling.eta must be in [0, 1] (0 = deterministic DDIM), got {s.eta}")
     if s.eta and s.sampler != "ddim":
         raise ValueError(f"eta applies to the ddim sampler only; {s.sampler} needs sampling.eta=0 (got {s.eta})")
+    if s.solver_order not in (2, 3):
+        raise ValueError(f"sampling.solver_order must be 2 or 3 (DPM-Solver++), got {s.solver_order}")
     if not isinstance(s.batch_size, int) or s.batch_size < 1:
         raise ValueError(f"the batch size must be an integer >= 1, got {s.batch_size!r}")
     _finite("sampling.cache_power", s.cache_power)
@@ -123,7 +136,7 @@ class Pipeline:
         return self.graphs[key](*inputs)
 
     def _run(self, s, cache, denoiser, kwargs, names, noise_fn, progress, x_T, *model_kwargs):
-        extra = {"var_type": self.model.var_type} if s.sampler == "ddpm" else {"eta": s.eta}
+        extra = sampler_kwargs(s, self.model)
         if s.sampler == "ddpm" or s.eta > 0:
             extra["noise_fn"] = noise_fn
         with self.fast.autocast(self.device):

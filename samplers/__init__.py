@@ -7,11 +7,12 @@ Imports neither `ddpm` nor `ldm`.
 """
 
 from .cuda_graph import GraphedRun
+from .dpm_solver import dpm_solver_pp_sample
 from .guidance import ClassifierFreeGuidance
 from .model import DiffusionModel
 from .noise import PerImageRNG
 from .sampling import ddim_sample, ddpm_sample, plms_sample
 from .schedules import CacheSchedule, make_timesteps
 
-__all__ = ["ddim_sample", "plms_sample", "ddpm_sample", "CacheSchedule", "make_timesteps",
+__all__ = ["ddim_sample", "plms_sample", "ddpm_sample", "dpm_solver_pp_sample", "CacheSchedule", "make_timesteps",
            "ClassifierFreeGuidance", "PerImageRNG", "GraphedRun", "DiffusionModel"]

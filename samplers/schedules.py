@@ -13,6 +13,8 @@ def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, off
 
     `uniform`: range(0, T, T // S) (more than S entries when S does not divide T).
     `quad`: int(linspace(0, sqrt(0.8 T), S) ** 2); duplicates are kept, each is a step.
+    `linspace`: round(linspace(0, T - 1, S + 1))[1:] (diffusers' `timestep_spacing="linspace"`; the step
+    after the smallest goes to the final alpha_bar).
     `offset=1` gives the CompVis LDM convention (1, 101, ..., 901 for S = 10).
     """
     if not _is_int(num_train_timesteps) or num_train_timesteps < 1:
@@ -23,8 +25,10 @@ def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, off
         seq = list(range(0, num_train_timesteps, num_train_timesteps // num_steps))
     elif skip_type == "quad":
         seq = [int(s) for s in np.linspace(0, np.sqrt(num_train_timesteps * 0.8), num_steps) ** 2]
+    elif skip_type == "linspace":
+        seq = [int(s) for s in np.linspace(0, num_train_timesteps - 1, num_steps + 1).round()[1:]]
     else:
-        raise ValueError(f"unknown skip_type {skip_type!r} (uniform | quad)")
+        raise ValueError(f"unknown skip_type {skip_type!r} (uniform | quad | linspace)")
     return [t + offset for t in seq]
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from pipeline import (FastPath, Pipeline, SeedRanges, build_model, check_sampling, checkpoint_file, class_labels,
                       load_config, load_model, run_settings)
+from pipeline.calibrate import load_schedule
 from pipeline.cli import EXIT_ERROR, EXIT_STOPPED, ArgumentParser, positive_int, run
 from pipeline.distributed import Ranks
 from pipeline.fast import COMPILE_MODES, PRECISIONS, resolve_device
@@ -43,9 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--cache-schedule", choices=["uniform", "nonuniform", "power"])
     p.add_argument("--cache-center", type=int, help="nonuniform: centre step c")
     p.add_argument("--cache-power", type=float, help="nonuniform / power: exponent p")
+    p.add_argument("--cache-file", help="explicit full steps from scripts/plan.py (a calibrated schedule)")
     p.add_argument("--sampler", choices=list(SAMPLERS))
     p.add_argument("--steps", type=int)
-    p.add_argument("--skip-type", choices=["uniform", "quad"])
+    p.add_argument("--skip-type", choices=["uniform", "quad", "linspace"])
+    p.add_argument("--solver-order", type=int, choices=[2, 3], help="dpm++: multistep order")
     p.add_argument("--eta", type=float)
     p.add_argument("--scale", type=float, help="classifier-free guidance scale (LDM)")
     p.add_argument("--classes", help="LDM classes, e.g. 1,88,207; image s gets classes[s %% len]")
@@ -70,13 +73,15 @@ def overrides(args):
     flags = {"cache_interval": args.cache_interval, "cache_branch": args.cache_branch,
              "cache_schedule": args.cache_schedule, "cache_center": args.cache_center,
              "cache_power": args.cache_power, "sampler": args.sampler, "steps": args.steps,
-             "skip_type": args.skip_type, "eta": args.eta, "scale": args.scale, "batch_size": args.batch_size}
+             "skip_type": args.skip_type, "solver_order": args.solver_order, "eta": args.eta, "scale": args.scale, "batch_size": args.batch_size}
     return [f"sampling.{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
 
 
 def prepare(args, ranks):
     """Everything checked before any model work or any file is written."""
     cfg = load_config(args.config, overrides(args))
+    if args.cache_file:
+        cfg = load_config(args.config, overrides(args) + load_schedule(args.cache_file, cfg.sampling))
     s = cfg.sampling
     seeds = SeedRanges.parse(args.seeds)
     meta = build_model(cfg, "meta")

@@ -1,0 +1,163 @@
+"""Pick the sampler, steps and cache settings with the least error for a speed budget (or the
+fastest within an error budget), measured on calibration seeds and checked on held-out seeds.
+
+    python scripts/plan.py --config digits --speedup 4
+    python scripts/plan.py --config digits --max-error 3 --out results/digits/plan
+
+Writes <out>.md (the frontier, the best of each method at --targets, the recommended command),
+<out>.json, <out>.png (with matplotlib) and, when the pick is a calibrated schedule,
+<out>_schedule.json for `sample.py --cache-file`.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import Pipeline, SeedRanges, build_model, check_sampling, load_config, load_model
+from pipeline.calibrate import save_schedule
+from pipeline.cli import ArgumentParser, int_list, positive_int, run
+from pipeline.fast import resolve_device
+from pipeline.fid import feature_statistics, frechet_distance
+from pipeline.files import check_outdir, write_json, write_text
+from pipeline.plan import candidates, frontier, measure, pick
+from pipeline.versions import device_name, versions
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows, title):
+    lines = [title, "", "| method | sampler | steps | N | branch | full steps | error (calib) | error (held-out) | "
+             "speedup | ideal |" + (" FD_pix |" if any("fd_pix" in r for r in rows) else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if any("fd_pix" in r for r in rows) else "")]
+    for r in rows:
+        full = r["full_steps"] if r["full_steps"] is not None else "-"
+        lines.append(f"| {r['method']} | {r['sampler']} | {r['steps']} | {fmt(r['N'], 'd')} | {fmt(r['branch'], 'd')} | "
+                     f"{full} | {r['error']:.2f} | {fmt(r['held_out'], '.2f')} | {r['speedup']:.2f}x | {r['ideal']:.2f}x |"
+                     + (f" {fmt(r.get('fd_pix'), '.4f')} |" if any("fd_pix" in x for x in rows) else ""))
+    return "\n".join(lines) + "\n"
+
+
+def plot(cands, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(c.method for c in cands):
+        cs = sorted((c for c in cands if c.method == method), key=lambda c: c.speedup)
+        ax.plot([c.speedup for c in cs], [c.error for c in cs], "o-", label=method, ms=4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured speedup over the config's sampler")
+    ax.set_ylabel("RMS error vs 1000-step DDIM (0-255)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main(argv=None):
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--ckpt")
+    goal = p.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--speedup", type=float, help="least error at this measured speedup or more")
+    goal.add_argument("--max-error", type=float, help="fastest setting within this error (RMS, 0-255 levels)")
+    p.add_argument("--calib-seeds", default="0-15")
+    p.add_argument("--held-out-seeds", default="100000-100015")
+    p.add_argument("--ddim-steps", type=int_list, default=[10, 15, 20, 25, 35, 50, 100])
+    p.add_argument("--plms-steps", type=int_list, default=[10, 15, 20, 25, 50])
+    p.add_argument("--dpm-steps", type=int_list, default=[5, 8, 10, 12, 15, 20, 25])
+    p.add_argument("--intervals", type=int_list, default=[2, 3, 5, 10])
+    p.add_argument("--branches", type=int_list, default=[0, 1])
+    p.add_argument("--dpm-cache-steps", type=int_list, default=[20], help="DPM-Solver++ steps to cache on")
+    p.add_argument("--targets", type=lambda t: [float(x) for x in t.split(",")], default=[2.0, 4.0, 8.0],
+                   help="speedups for the per-method table")
+    p.add_argument("--repeats", type=positive_int, default=2)
+    p.add_argument("--fd-real", help="npz of real images (`images`, values 0..--fd-max): FD_pix of the chosen rows")
+    p.add_argument("--fd-max", type=float, default=255.0)
+    p.add_argument("--fd-samples", type=positive_int, default=1000)
+    p.add_argument("--device", help="default: cuda if available, else cpu")
+    p.add_argument("--out", help="output prefix (default: results/plan_<config>)")
+    args = p.parse_args(argv)
+    if args.speedup is not None and not args.speedup > 0 or args.max_error is not None and not args.max_error >= 0:
+        raise ValueError("--speedup must be > 0 and --max-error >= 0")
+
+    cfg = load_config(args.config)
+    base = cfg.sampling
+    meta = build_model(cfg, "meta")
+    check_sampling(meta, base)
+    calib, held = list(SeedRanges.parse(args.calib_seeds)), list(SeedRanges.parse(args.held_out_seeds))
+    if set(calib) & set(held):
+        raise ValueError("--calib-seeds and --held-out-seeds overlap: held-out seeds must be new")
+    for b in args.branches:
+        if b >= meta.unet.num_branches:
+            raise ValueError(f"--branches: cache branch {b} is out of range (0..{meta.unet.num_branches - 1})")
+    if any(n < 1 for n in args.intervals + args.ddim_steps + args.plms_steps + args.dpm_steps):
+        raise ValueError("steps and intervals must be >= 1")
+    out = Path(args.out or REPO / "results" / f"plan_{cfg.name}")
+    check_outdir(out.parent)
+    real = None
+    if args.fd_real:
+        with np.load(args.fd_real) as f:
+            real = f["images"].reshape(len(f["images"]), -1).astype(np.float64) / args.fd_max
+    device = resolve_device(args.device)
+    pipe = Pipeline(load_model(cfg, args.ckpt), device)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+
+    cands = candidates(pipe, base, args.ddim_steps, args.plms_steps, args.dpm_steps, args.intervals, args.branches,
+                       args.dpm_cache_steps, calib, log)
+    baseline = measure(pipe, cands, base, calib, held, args.repeats, log)
+    front = frontier(cands)
+    chosen = pick(cands, args.speedup, args.max_error)
+    per_target = []
+    for x in args.targets:
+        for method in dict.fromkeys(c.method for c in cands):
+            best = pick([c for c in cands if c.method == method], speedup=x)
+            if best is not None:
+                per_target.append((x, best))
+    if real is not None:
+        fd_seeds = list(range(args.fd_samples))
+        for c in dict.fromkeys([baseline, *front, *(c for _, c in per_target)] + ([chosen] if chosen else [])):
+            fake = pipe.sample(fd_seeds, c.sampling, c.cache).reshape(args.fd_samples, -1).astype(np.float64) / 255
+            c.extra["fd_pix"] = frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+
+    header = (f"### Planner: {cfg.name}, {device_name(device)}; baseline = the config's sampler "
+              f"({base.sampler}, {base.steps} steps); error = RMS vs DDIM over all {pipe.model.num_train_timesteps} "
+              f"timesteps on {len(calib)} calibration / {len(held)} held-out seeds\n\n`python scripts/plan.py "
+              f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n")
+    text = [header, table([baseline.row()] + [c.row() for c in front], "#### Frontier (error against measured speedup)")]
+    text.append(table([dict(c.row(), method=f"{c.method} (>= {x:g}x)") for x, c in per_target],
+                      "#### Best of each method at each target speedup"))
+    command = None
+    if chosen is None:
+        text.append("No candidate meets the goal.\n")
+    else:
+        opts = chosen.options()
+        if chosen.cache.kind == "explicit":
+            sched = Path(f"{out}_schedule.json")
+            save_schedule(sched, chosen.sampling, chosen.cache, chosen.extra)
+            opts.append(f"--cache-file {sched}")
+        command = f"python scripts/sample.py --config {args.config} " + " ".join(opts)
+        text.append(f"#### Recommended\n\n{chosen.method}: error {chosen.error:.2f} (held-out {chosen.held_out:.2f}) "
+                    f"at {chosen.speedup:.2f}x measured ({chosen.ideal:.2f}x ideal)\n\n```\n{command}\n```\n")
+    write_text(f"{out}.md", "\n".join(text))
+    write_json(f"{out}.json", {"baseline": baseline.row(), "candidates": [c.row() for c in cands],
+                               "frontier": [c.row() for c in front], "recommended": chosen.row() if chosen else None,
+                               "command": command, "device": device_name(device), "versions": versions()})
+    plot(cands, f"{out}.png")
+    print("\n".join(text))
+    return 0 if chosen else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
