@@ -12,6 +12,8 @@ from .checkpoint import load_weights
 from .config import CONFIG_DIR, load_config
 from .unet import UNet
 
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"  # the repository's
+
 
 def build_unet(model_cfg, device=None):
     """A `UNet` from a `ModelConfig` (random weights; `device="meta"` allocates nothing)."""
@@ -70,11 +72,11 @@ def known_unets():
     return {p.stem: build_unet(load_config(p).model, "meta") for p in sorted(CONFIG_DIR.glob("*.yaml"))}
 
 
-def checkpoint_path(cfg, ckpt_root="checkpoints"):
+def checkpoint_path(cfg, ckpt_root=CHECKPOINTS):
     return Path(ckpt_root) / cfg.checkpoint.file
 
 
-def load_model(config, ckpt_path=None, *, ckpt_root="checkpoints", overrides=(), check_md5=True, device="cpu"):
+def load_model(config, ckpt_path=None, *, ckpt_root=CHECKPOINTS, overrides=(), check_md5=True, device="cpu"):
     """`PixelDiffusionModel` (eval mode) with its checkpoint loaded.
 
     `config` is a path, a bare name or a `DDPMConfig`. Without `ckpt_path` the config's file under

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ddpm.checkpoint import CheckpointError, check_file, check_state_dict, safe_load
+from ddpm.model import CHECKPOINTS
 from samplers import ClassifierFreeGuidance, DiffusionModel
 
 from .autoencoder import VQModel
@@ -200,7 +201,7 @@ def load_weights(model, path, md5=None, size=None, source=""):
     return extra
 
 
-def load_model(config, ckpt_path=None, *, ckpt_root="checkpoints", overrides=(), device="cpu"):
+def load_model(config, ckpt_path=None, *, ckpt_root=CHECKPOINTS, overrides=(), device="cpu"):
     """`LatentDiffusionModel` (eval mode) from a config path or bare name and its checkpoint.
 
     Without `ckpt_path` the config's file under `ckpt_root` is used and its size/md5 are checked.

@@ -6,6 +6,7 @@ so the same code runs on CPU in the tests and on GPUs in production; NCCL is nev
 """
 
 import datetime
+import hashlib
 import os
 import subprocess
 
@@ -98,6 +99,11 @@ class Ranks:
     def max(self, value):
         """The maximum of an integer over all ranks (every rank must call it)."""
         return int(self._reduce(torch.tensor(value, dtype=torch.int64), dist.ReduceOp.MAX))
+
+    def same(self, text):
+        """Whether every rank passed the same `text` (every rank must call it)."""
+        h = int(hashlib.sha256(text.encode()).hexdigest()[:15], 16)
+        return self.max(h) == -self.max(-h)
 
     def sum(self, value):
         return float(self._reduce(torch.tensor(value, dtype=torch.float64), dist.ReduceOp.SUM))

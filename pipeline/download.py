@@ -96,14 +96,32 @@ def fetch(remote, progress=True, chunk=1 << 20):
                 raise ValueError(f"{dest} exists but does not match ({problem}): delete it and rerun")
             return dest
     for i, (url, dest) in enumerate(remote.sources):
+        created = [p for p in [dest.parent, *dest.parent.parents] if not p.exists()]
         try:
             return _fetch(url, dest, remote, progress, chunk)
         except urllib.error.HTTPError as e:
+            _remove_empty(created)
             if e.code == 404 and i + 1 < len(remote.sources):
                 continue  # e.g. an older upload without safetensors: its .bin
             raise ValueError(f"{url}: HTTP {e.code} {e.reason}") from None
         except urllib.error.URLError as e:
+            _remove_empty(created)
             raise ValueError(f"{url}: cannot connect ({e.reason}); check the network or give --url") from None
+        except (http.client.HTTPException, ConnectionError, TimeoutError) as e:
+            _remove_empty(created)
+            raise ValueError(f"{url}: the connection failed ({e or type(e).__name__}); rerun to resume") from None
+        except ValueError:
+            _remove_empty(created)
+            raise
+
+
+def _remove_empty(folders):
+    """Remove the folders a failed download created, if nothing is left in them (deepest first)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _fetch(url, dest, remote, progress, chunk):
@@ -124,6 +142,12 @@ def _fetch(url, dest, remote, progress, chunk):
                 have = 0
             length = response.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
+            if total is not None and remote.size is not None and total != remote.size:
+                raise ValueError(f"{url} serves {total:,} bytes, expected {remote.size:,}: another file; nothing "
+                                 "was downloaded")
+            if total is None and not (remote.md5 or remote.size or remote.sha256_prefix):
+                raise ValueError(f"{url} sends no length and no checksum is known for {dest.name}: a cut transfer "
+                                 "could not be told from a whole one, so nothing was downloaded")
             with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                                               desc=dest.name, disable=not progress) as bar:
                 try:

@@ -74,9 +74,16 @@ def sample_files(folder):
     return sorted(files)
 
 
+def _npz(path):
+    f = np.load(path)
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single array (.npy), not an npz of named arrays (arr_0, or mu and sigma)")
+    return f
+
+
 def _load(path, *keys):
     try:
-        with np.load(path) as f:
+        with _npz(path) as f:
             missing = [k for k in keys if k not in f.files]
             if missing:
                 raise ValueError(f"{path} has no {' / '.join(missing)}: it holds {f.files} (images are arr_0, "
@@ -136,7 +143,7 @@ def is_statistics(path):
     if path.suffix != ".npz":
         return False
     try:
-        with np.load(path) as f:
+        with _npz(path) as f:
             return {"mu", "sigma"} <= set(f.files)
     except (OSError, EOFError, ValueError) as e:
         raise ValueError(f"{path} is not a readable npz file ({str(e).strip().splitlines()[0]})") from None

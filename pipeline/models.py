@@ -7,8 +7,8 @@ import ldm
 from ddpm.checkpoint import CheckpointError, check_file
 from ddpm.config import ConfigError, find_config, read_yaml
 from ddpm.diffusers import WEIGHTS, is_folder, weights_file
+from ddpm.model import CHECKPOINTS
 
-CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 FAMILIES = {ddpm.DDPMConfig: ddpm, ldm.LDMConfig: ldm}  # config schema -> package
 
 
@@ -39,6 +39,10 @@ def load_config(name_or_path, overrides=()):
             continue
         return family.load_config(found, overrides)
     known = sorted(p.stem for f in FAMILIES.values() for p in Path(f.config.CONFIG_DIR).glob("*.yaml"))
+    repo = next((r for r in download_names() if str(name_or_path).rstrip("/").endswith(r)), None)
+    if repo:
+        raise ConfigError(f"diffusers folder {name_or_path} not found: run `python scripts/download.py {repo}` "
+                          f"(it writes {CHECKPOINTS / repo})")
     raise ConfigError(f"config {str(name_or_path)!r} not found (neither a file nor one of: {', '.join(known)})")
 
 
@@ -66,7 +70,7 @@ def checkpoint_file(cfg, ckpt=None, ckpt_root=CHECKPOINTS):
     try:
         check_file(path, c.md5, c.source, c.size)
     except CheckpointError as e:
-        if cfg.name in download_names() and not path.exists():
+        if cfg.name in download_names() and not path.exists() and "download.py" not in str(e) and cfg.name != "celeba":
             raise CheckpointError(f"{e} Or run: python scripts/download.py {cfg.name}") from None
         raise
     return path

@@ -54,6 +54,9 @@ def check_sampling(model, s, classes=None):
     timesteps = model.timesteps(s.steps, s.skip_type)
     cache = cache_schedule(s)
     cache.validate(len(timesteps), model.unet.num_branches)
+    if not 0 <= s.cache_branch < model.unet.num_branches:  # also without caching: it is part of the settings
+        raise ValueError(f"cache branch {s.cache_branch} is out of range: the U-Net has branches "
+                         f"0..{model.unet.num_branches - 1}")
     if classes is not None:
         if not model.num_classes:
             raise ValueError("--classes applies to class-conditional models only; this one is unconditional")

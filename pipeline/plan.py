@@ -23,7 +23,7 @@ from .pipeline import cache_schedule
 LABELS = {"ddim": "DDIM", "plms": "PLMS", "dpm++": "DPM-Solver++", "ddpm": "DDPM"}
 
 
-@dataclass
+@dataclass(eq=False)
 class Candidate:
     method: str                       # e.g. "DDIM", "DeepCache (uniform) on DDIM"
     sampling: object                  # the sampling section it runs

@@ -106,7 +106,7 @@ def check_settings(outdir, settings):
     outdir = Path(outdir)
     recorded = read_settings(outdir)
     if recorded is None:
-        if outdir.is_dir() and next(outdir.glob("[0-9]*.png"), None) is not None:
+        if outdir.is_dir() and (next(outdir.glob("[0-9]*.png"), None) or next(outdir.glob("[0-9]*/[0-9]*.png"), None)):
             raise ValueError(f"{outdir} holds images but no {SETTINGS}: it was not made by this version, so its "
                              "settings are unknown; give another --outdir")
         return

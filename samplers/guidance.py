@@ -26,6 +26,7 @@ class ClassifierFreeGuidance:
         return self.unet.num_branches
 
     def _double(self, x, t, context):
+        _check_batch(x, context)
         uc = self.uncond_context.expand(context.shape[0], *self.uncond_context.shape[1:])
         return torch.cat([x, x]), torch.cat([t, t]), torch.cat([uc, context])
 
@@ -34,12 +35,14 @@ class ClassifierFreeGuidance:
         return eps_u + self.scale * (eps_c - eps_u)
 
     def __call__(self, x, t, context):
+        _check_batch(x, context)
         if self.scale == 1.0:
             return self.unet(x, t, context=context)
         x2, t2, c2 = self._double(x, t, context)
         return self._combine(self.unet(x2, t2, context=c2))
 
     def forward_full(self, x, t, branch, context):
+        _check_batch(x, context)
         if self.scale == 1.0:
             return self.unet.forward_full(x, t, branch=branch, context=context)
         x2, t2, c2 = self._double(x, t, context)
@@ -47,7 +50,13 @@ class ClassifierFreeGuidance:
         return self._combine(out), cached
 
     def forward_partial(self, x, t, cached, branch, context):
+        _check_batch(x, context)
         if self.scale == 1.0:
             return self.unet.forward_partial(x, t, cached, branch=branch, context=context)
         x2, t2, c2 = self._double(x, t, context)
         return self._combine(self.unet.forward_partial(x2, t2, cached, branch=branch, context=c2))
+
+
+def _check_batch(x, context):
+    if context.shape[0] != x.shape[0]:
+        raise ValueError(f"{context.shape[0]} conditioning rows for a batch of {x.shape[0]}: give one label per image")

@@ -47,7 +47,8 @@ def main(argv=None):
         mu2, s2, n2 = statistics_of(args.reference, model, args.dims, args.batch_size, device)
     if args.save_stats:
         write_npz(args.save_stats, mu=mu1, sigma=s1)
-        print(f"saved statistics of {n1} images to {args.save_stats}", file=sys.stderr)
+        what = f"{n1} images" if n1 is not None else args.samples
+        print(f"saved the statistics of {what} to {args.save_stats}", file=sys.stderr)
     if args.reference:
         fid = frechet_distance(mu1, s1, mu2, s2)
         print(f"FID {fid:.4f}")

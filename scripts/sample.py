@@ -28,7 +28,7 @@ from pipeline.distributed import Ranks
 from pipeline.fast import COMPILE_MODES, PRECISIONS, resolve_device
 from pipeline.files import check_outdir, image_ok, image_path, remove_stale_temps, write_json, write_npz, write_png
 from pipeline.pipeline import SAMPLERS, make_grid
-from pipeline.record import check_settings, default_outdir, record_settings
+from pipeline.record import check_settings, default_outdir, fingerprint, record_settings
 from pipeline.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,11 +87,7 @@ def prepare(args, ranks):
     meta = build_model(cfg, "meta")
     classes = None
     if args.classes is not None:
-        ranges = SeedRanges.parse(args.classes)
-        if ranges.ranges[-1][1] >= max(meta.num_classes, 1):
-            raise ValueError(f"--classes: class {ranges.ranges[-1][1]} is out of range (0..{meta.num_classes - 1})"
-                             if meta.num_classes else "--classes applies to class-conditional models only")
-        classes = list(ranges)
+        classes = parse_classes(args.classes, meta.num_classes)
     timesteps, full_steps = check_sampling(meta, s, classes)
     fast = FastPath(args.compile, args.precision, args.channels_last, args.cuda_graph)
     device = resolve_device(args.device, ranks.local_rank)
@@ -107,6 +103,21 @@ def prepare(args, ranks):
     check_outdir(outdir, needed_bytes=2 * int(np.prod(image_shape)) + 4096)
     check_settings(outdir, settings)
     return cfg, seeds, classes, timesteps, full_steps, fast, device, ckpt, settings, outdir, image_shape
+
+
+def parse_classes(text, num_classes):
+    """'1,88,207' or '0-9,500' -> the classes in the order given, repeats kept (image s gets classes[s % len])."""
+    if not num_classes:
+        raise ValueError("--classes applies to class-conditional models only; this one is unconditional")
+    classes = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or hi and not hi.isdigit() or hi and int(hi) < int(lo):
+            raise ValueError(f"--classes: malformed {part.strip()!r}; use e.g. 1,88,207 or 0-9")
+        if int(hi or lo) >= num_classes:
+            raise ValueError(f"--classes: class {int(hi or lo)} is out of range (0..{num_classes - 1})")
+        classes.extend(range(int(lo), int(hi or lo) + 1))
+    return classes
 
 
 def pack_npz(outdir, seeds, subdirs, labels=None):
@@ -125,21 +136,33 @@ def pack_npz(outdir, seeds, subdirs, labels=None):
 
 
 def write_grid(outdir, seeds, subdirs, max_images=256):
-    """grid.png of the first images, for a person to look at."""
-    images = [np.asarray(Image.open(image_path(outdir, s, subdirs))) for s in seeds.first(max_images)]
+    """grid.png of the first images, for a person to look at (None while some are not made yet)."""
+    paths = [image_path(outdir, s, subdirs) for s in seeds.first(max_images)]
+    missing = sum(not p.exists() for p in paths)
+    if missing:
+        print(f"grid: not written, {missing} of the first {len(paths)} images are not made yet (other tasks)",
+              file=sys.stderr)
+        return None
+    images = [np.asarray(Image.open(p)) for p in paths]
     return write_png(outdir / "grid.png", make_grid(np.stack([im[..., None] if im.ndim == 2 else im for im in images])))
 
 
 def main(argv=None):
+    for sig in (signal.SIGTERM, signal.SIGUSR1):  # from the start: a stop is always exit 3, never a kill
+        signal.signal(sig, lambda signum, frame: STOP.append(signum))
     args = parse_args(argv)
     ranks = Ranks.from_env()
     cfg, seeds, classes, timesteps, full_steps, fast, device, ckpt, settings, outdir, image_shape = prepare(args, ranks)
     pipe = Pipeline(load_model(cfg, ckpt), device, fast)  # the checkpoint read and checked before any write
     ranks.init()
+    if not ranks.same(f"{fingerprint(settings)} {seeds} {cfg.sampling.batch_size} {Path(outdir).resolve()}"):
+        raise ValueError(f"rank {ranks.rank}: the ranks were started with different settings, seeds, batch sizes "
+                         "or output folders; start every rank with the same command")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, lambda signum, frame: STOP.append(signum))
+    if STOP:
+        print("stopped by a signal before sampling; rerun the same command to resume.", file=sys.stderr)
+        return EXIT_STOPPED
     s = cfg.sampling
     if ranks.rank == 0:
         print(f"{cfg.name}: {s.sampler}, {len(timesteps)} steps, eta {s.eta}, cache N={s.cache_interval} "
@@ -165,12 +188,10 @@ def main(argv=None):
                 start = time.perf_counter()
                 images = pipe.sample(batch, s, classes=classes)
                 seconds += time.perf_counter() - start
-                for path, image, needed in zip(paths, images, todo):
+                for path, image, needed in zip(paths, images, todo):  # a signal waits for the batch's files
                     if needed:
                         write_png(path, image)
                         made += 1
-                    if STOP:
-                        break
         except Exception as e:  # every rank learns of it below, and all stop together
             error = e
         status = ranks.max(2 if error else 1 if STOP else 0)
@@ -201,12 +222,12 @@ def main(argv=None):
             labels = class_labels(list(seeds), classes, build_model(cfg, "meta").num_classes)
             record["npz"] = str(pack_npz(outdir, list(seeds), args.subdirs, labels))
         if args.grid:
-            record["grid"] = str(write_grid(outdir, seeds, args.subdirs))
+            record["grid"] = write_grid(outdir, seeds, args.subdirs)
         stamp = record["versions"]["time_utc"].replace(":", "")
         write_json(outdir / "logs" / f"run-{stamp}-{os.uname().nodename}-{os.getpid()}.json", record)
         rate = f"{record['images_per_second']:.2f} images/s" if record["images_per_second"] else "nothing to do"
         print(f"done: {seeds.count:,} images in {outdir} ({rate} on {record['device']} x{ranks.world})"
-              + (f"; grid: {record['grid']}" if args.grid else ""), file=sys.stderr)
+              + (f"; grid: {record['grid']}" if args.grid and record["grid"] else ""), file=sys.stderr)
     ranks.close()
     return 0
 

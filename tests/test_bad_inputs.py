@@ -134,6 +134,12 @@ def png_without_settings(ctx):
     return {}
 
 
+def png_in_subfolder_without_settings(ctx):
+    (ctx["out"] / "000000").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(ctx["out"] / "000000" / "000000.png")
+    return {}
+
+
 def corrupt_train_ckpt(ctx):
     (ctx["out"] / "ckpt.pth").write_bytes(b"PK\x03\x04 half a zip file")
     return {}
@@ -168,6 +174,12 @@ def no_arr0_npz(ctx):
 
 def small_stats(ctx):
     np.savez(p := ctx["tmp"] / "stats10.npz", mu=np.zeros(10), sigma=np.eye(10))
+    return {"bad": p}
+
+
+def npy_named_npz(ctx):
+    with open(p := ctx["tmp"] / "plain.npz", "wb") as f:
+        np.save(f, np.zeros((2, 8, 8, 3), np.uint8))
     return {"bad": p}
 
 
@@ -330,6 +342,10 @@ CASES = [
     case("outdir-proc-sys", "sample", [], "/proc/sys", build=out_in_proc),
     case("outdir-corrupt-settings", "sample", [], "{out}/settings.json is unreadable", build=corrupt_settings),
     case("outdir-png-without-settings", "sample", [], "holds images but no settings.json", build=png_without_settings),
+    case("outdir-subfolder-png-without-settings", "sample", ["--subdirs"], "holds images but no settings.json",
+         build=png_in_subfolder_without_settings),
+    case("cache-branch-99-uncached", "sample", ["--cache-interval", "1", "--cache-branch", "99"],
+         "cache branch 99 is out of range"),
     case("outdir-new-but-bad-ckpt", "sample", ["--outdir", "{new}", "--ckpt", "{bad}"], "{bad}", build=nan_ckpt),
     # sample.py: process layout
     case("world-size-without-rank", "sample", [], "RANK is not set", env={"WORLD_SIZE": "2"}),
@@ -352,6 +368,7 @@ CASES = [
     case("npz-3-dims", "fid", ["{bad}", "{bad}"], "{bad}: arr_0 is uint8 [3, 32, 32]", build=ndim_npz),
     case("npz-without-arr_0", "fid", ["{bad}", "{bad}"], "{bad} has no arr_0", build=no_arr0_npz),
     case("npz-garbage", "fid", ["{bad}", "{bad}"], "{bad} is not a readable npz", build=garbage_npz),
+    case("npy-named-npz", "fid", ["{bad}", "{bad}"], "{bad} is a single array", build=npy_named_npz),
     case("stats-wrong-dims", "fid", ["{bad}", "{bad}"], "{bad}: statistics of shape mu [10]", build=small_stats),
     case("batch-size-0", "fid", ["{tmp}", "{tmp}", "--batch-size", "0"], "--batch-size"),
     case("dims-100", "fid", ["{tmp}", "{tmp}", "--dims", "100"], "--dims"),
@@ -587,6 +604,14 @@ def lib_guidance_nan():
     samplers.ClassifierFreeGuidance(_t1(), float("nan"), torch.zeros(1, 1, 4))
 
 
+def lib_guidance_label_count():
+    import samplers
+
+    unet = _t1()
+    guided = samplers.ClassifierFreeGuidance(unet, 2.0, torch.zeros(1, 1, 4))
+    guided(torch.zeros(4, 3, 16, 16), torch.zeros(4, dtype=torch.long), context=torch.zeros(2, 1, 4))
+
+
 def lib_power_nan():
     import samplers
 
@@ -638,6 +663,7 @@ LIBRARY_CASES = [
     pytest.param(lib_rng_2_63, "seed 9223372036854775808 is out of range", id="PerImageRNG-2^63"),
     pytest.param(lib_rng_negative, "seed -1 is out of range", id="PerImageRNG-negative"),
     pytest.param(lib_guidance_nan, "guidance scale must be a finite number, got nan", id="ClassifierFreeGuidance-nan"),
+    pytest.param(lib_guidance_label_count, "2 conditioning rows for a batch of 4", id="ClassifierFreeGuidance-labels"),
     pytest.param(lib_power_nan, "power cache schedule needs a finite power > 0, got nan", id="CacheSchedule-power-nan"),
     pytest.param(lib_timesteps_0, "sampler steps must be in 1..1000, got 0", id="make_timesteps-0"),
     pytest.param(lib_seed_range_reversed, "'1-0'", id="SeedRanges-1-0"),

@@ -13,7 +13,7 @@ from conftest import FIXTURES
 from ddpm import CheckpointError, ConfigError
 from ddpm.diffusers import config_dict
 from pipeline import Pipeline, build_model, load_config
-from samplers import CacheSchedule, ddim_sample, make_timesteps
+from samplers import ddim_sample, make_timesteps
 
 TINY = FIXTURES / "diffusers/tiny_ddpm"
 HUB = FIXTURES / "diffusers/hub_configs"

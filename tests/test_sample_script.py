@@ -262,3 +262,33 @@ def test_a_full_disk_is_a_short_error_and_leaves_no_partial_file(tmp_path, t1_ru
     full = run(*args, "--seeds", "2-3", preexec_fn=limit)
     assert full.returncode == 2 and "no space left to write" in full.stderr and "Traceback" not in full.stderr
     assert files(tmp_path) == before and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_ranks_started_with_different_arguments_stop_with_an_error_not_a_hang(tmp_path, t1_run):
+    import socket
+
+    cfg, ckpt = t1_run
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(SCRIPTS / "sample.py"), "--config", str(cfg), "--ckpt", str(ckpt), "--steps", "2",
+           "--outdir", str(tmp_path / "out")]
+    procs = [subprocess.Popen(cmd + ["--seeds", seeds], env={**ENV, "RANK": str(r), "WORLD_SIZE": "2",
+                                                              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r, seeds in enumerate(["0-39", "0-3"])]
+    results = [_settings_free(p) for p in procs]
+    assert [code for code, _ in results] == [2, 2], results
+    assert all("started with different" in err and "Traceback" not in err for _, err in results)
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_ldm_classes_keep_their_order_and_repeats(tmp_path):
+    from conftest import FIXTURES
+
+    out = tmp_path / "ldm"
+    r = run("--config", FIXTURES / "ldm/tiny_config.yaml", "--ckpt", FIXTURES / "ldm/tiny_ldm.ckpt", "--steps", "2",
+            "--classes", "9,7,7", "--seeds", "0-3", "--outdir", out, "--npz")
+    assert r.returncode == 0, r.stderr
+    assert np.load(out / "samples_4x32x32x3.npz")["arr_1"].tolist() == [9, 7, 7, 9]
+    assert json.loads((out / "settings.json").read_text())["settings"]["classes"] == [9, 7, 7]
