@@ -40,8 +40,8 @@ class Candidate:
         opts = [f"--sampler {s.sampler}", f"--steps {s.steps}", f"--skip-type {s.skip_type}"]
         if s.sampler == "dpm++":
             opts.append(f"--solver-order {s.solver_order}")
-        if c.kind == "explicit":
-            return opts
+        if c.kind == "explicit" or c.interval == 1 and c.kind == "uniform":
+            return opts + (["--cache-interval 1"] if c.kind != "explicit" else [])
         opts += [f"--cache-interval {c.interval}", f"--cache-branch {c.branch}"]
         if c.kind == "nonuniform":
             opts += ["--cache-schedule nonuniform", f"--cache-center {c.center}", f"--cache-power {c.power}"]
@@ -108,17 +108,17 @@ def measure(pipe, cands, base, calib_seeds, held_seeds, repeats=2, log=print):
     macs = macs_per_branch(pipe.model, sorted({c.cache.branch for c in cands} | {0}), getattr(base, "scale", 1.0))
     baseline = Candidate("baseline", base, cache_schedule(base))
     runs = [baseline] + list(cands)
+    for c in runs:  # untimed: the errors, and a warm-up of every setting
+        c.error = rmse_levels(pipe.sample_x0(calib_seeds, c.sampling, c.cache), refs["calib"])
     seconds = [[] for _ in runs]
     for r in range(repeats):
         log(f"timing round {r + 1}/{repeats} of {len(runs)} settings ...")
         for i, c in enumerate(runs):
             sync(pipe.device)
             t0 = time.perf_counter()
-            x0 = pipe.sample_x0(calib_seeds, c.sampling, c.cache)
+            pipe.sample_x0(calib_seeds, c.sampling, c.cache)
             sync(pipe.device)
             seconds[i].append(time.perf_counter() - t0)
-            if r == 0:
-                c.error = rmse_levels(x0, refs["calib"])
     base_macs = model_macs(pipe, baseline, macs)
     for c, times in zip(runs, seconds):
         c.speedup = statistics.median(b / t for b, t in zip(seconds[0], times))
