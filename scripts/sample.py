@@ -160,10 +160,7 @@ def main(argv=None):
                          "or output folders; start every rank with the same command")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if STOP:
-        print("stopped by a signal before sampling; rerun the same command to resume.", file=sys.stderr)
-        return EXIT_STOPPED
-    s = cfg.sampling
+    s = cfg.sampling  # a signal that came before now stops every rank in the first round below
     if ranks.rank == 0:
         print(f"{cfg.name}: {s.sampler}, {len(timesteps)} steps, eta {s.eta}, cache N={s.cache_interval} "
               f"branch {s.cache_branch} ({s.cache_schedule}); {seeds.count:,} seeds -> {outdir}", file=sys.stderr)
