@@ -2,7 +2,7 @@
 
 Every candidate samples the same calibration seeds; its error is the RMS distance (0-255 levels) of
 its images from a high-accuracy reference of the same seeds: DDIM over every training timestep
-(1000 steps, uncached). Speed is measured side by side in one process against the config's own
+(1000 steps, uncached; fewer with `reference_steps`). Speed is measured side by side in one process against the config's own
 setting (repeats round-robin, median of per-round ratios), next to the MAC ideal (model MACs of the
 baseline over the candidate's). The frontier is the set of candidates that no other beats in both
 error and measured speedup; its members are checked on held-out seeds.
@@ -99,10 +99,12 @@ def model_macs(pipe, cand, macs):
     return sum(calls)
 
 
-def measure(pipe, cands, base, calib_seeds, held_seeds, repeats=2, log=print):
-    """Fills error, held_out, speedup and ideal of every candidate; returns the baseline's seconds."""
-    ref_s = replace(base, sampler="ddim", steps=pipe.model.num_train_timesteps, skip_type="uniform", eta=0.0)
-    log(f"reference: DDIM over all {ref_s.steps} timesteps ...")
+def measure(pipe, cands, base, calib_seeds, held_seeds, repeats=2, log=print, reference_steps=None):
+    """Fills error, held_out, speedup and ideal of every candidate; returns the baseline candidate.
+    The reference is DDIM over `reference_steps` (default: every training timestep)."""
+    ref_s = replace(base, sampler="ddim", steps=reference_steps or pipe.model.num_train_timesteps, skip_type="uniform",
+                    eta=0.0, cache_interval=1, cache_schedule="uniform", cache_full_steps=None)
+    log(f"reference: DDIM with {ref_s.steps} steps ...")
     refs = {name: pipe.sample_x0(seeds, ref_s, CacheSchedule()) for name, seeds in
             (("calib", calib_seeds), ("held", held_seeds))}
     macs = macs_per_branch(pipe.model, sorted({c.cache.branch for c in cands} | {0}), getattr(base, "scale", 1.0))

@@ -83,16 +83,18 @@ def main(argv=None):
     p.add_argument("--targets", type=lambda t: [float(x) for x in t.split(",")], default=[2.0, 4.0, 8.0],
                    help="speedups for the per-method table")
     p.add_argument("--repeats", type=positive_int, default=2)
+    p.add_argument("--reference-steps", type=positive_int, help="DDIM steps of the reference (default: every timestep)")
     p.add_argument("--fd-real", help="npz of real images (`images`, values 0..--fd-max): FD_pix of the chosen rows")
     p.add_argument("--fd-max", type=float, default=255.0)
     p.add_argument("--fd-samples", type=positive_int, default=1000)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--out", help="output prefix (default: results/plan_<config>)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, e.g. sampling.steps=50 (the baseline)")
     args = p.parse_args(argv)
     if args.speedup is not None and not args.speedup > 0 or args.max_error is not None and not args.max_error >= 0:
         raise ValueError("--speedup must be > 0 and --max-error >= 0")
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.overrides)
     base = cfg.sampling
     meta = build_model(cfg, "meta")
     check_sampling(meta, base)
@@ -116,7 +118,7 @@ def main(argv=None):
 
     cands = candidates(pipe, base, args.ddim_steps, args.plms_steps, args.dpm_steps, args.intervals, args.branches,
                        args.dpm_cache_steps, calib, log)
-    baseline = measure(pipe, cands, base, calib, held, args.repeats, log)
+    baseline = measure(pipe, cands, base, calib, held, args.repeats, log, args.reference_steps)
     front = frontier(cands)
     chosen = pick(cands, args.speedup, args.max_error)
     per_target = []
@@ -132,8 +134,8 @@ def main(argv=None):
             c.extra["fd_pix"] = frechet_distance(*feature_statistics(fake), *feature_statistics(real))
 
     header = (f"### Planner: {cfg.name}, {device_name(device)}; baseline = the config's sampler "
-              f"({base.sampler}, {base.steps} steps); error = RMS vs DDIM over all {pipe.model.num_train_timesteps} "
-              f"timesteps on {len(calib)} calibration / {len(held)} held-out seeds\n\n`python scripts/plan.py "
+              f"({base.sampler}, {base.steps} steps); error = RMS vs DDIM with "
+              f"{args.reference_steps or pipe.model.num_train_timesteps} steps on {len(calib)} calibration / {len(held)} held-out seeds\n\n`python scripts/plan.py "
               f"{' '.join(sys.argv[1:] if argv is None else argv)}`\n")
     text = [header, table([baseline.row()] + [c.row() for c in front], "#### Frontier (error against measured speedup)")]
     text.append(table([dict(c.row(), method=f"{c.method} (>= {x:g}x)") for x, c in per_target],
@@ -147,7 +149,7 @@ def main(argv=None):
             sched = Path(f"{out}_schedule.json")
             save_schedule(sched, chosen.sampling, chosen.cache, chosen.extra)
             opts.append(f"--cache-file {sched}")
-        command = f"python scripts/sample.py --config {args.config} " + " ".join(opts)
+        command = " ".join(["python scripts/sample.py --config", args.config, *opts, *args.overrides])
         text.append(f"#### Recommended\n\n{chosen.method}: error {chosen.error:.2f} (held-out {chosen.held_out:.2f}) "
                     f"at {chosen.speedup:.2f}x measured ({chosen.ideal:.2f}x ideal)\n\n```\n{command}\n```\n")
     write_text(f"{out}.md", "\n".join(text))
