@@ -61,8 +61,10 @@ def candidates(pipe, base, ddim_steps, plms_steps, dpm_steps, intervals, branche
     """The search space: fewer-step solvers, and DeepCache (uniform, Eq. 7 non-uniform, calibrated)
     on the config's DDIM and on DPM-Solver++."""
     out = [Candidate(LABELS["ddim"], replace(base, sampler="ddim", steps=S), CacheSchedule()) for S in ddim_steps]
-    out += [Candidate(LABELS["plms"], replace(base, sampler="plms", steps=S), CacheSchedule()) for S in plms_steps]
-    dpm = replace(base, sampler="dpm++", solver_order=2, skip_type="linspace")
+    base = replace(base, sampler="ddim")  # DeepCache below runs on the config's DDIM steps
+    out += [Candidate(LABELS["plms"], replace(base, sampler="plms", steps=S, eta=0.0), CacheSchedule())
+            for S in plms_steps]
+    dpm = replace(base, sampler="dpm++", solver_order=2, skip_type="linspace", eta=0.0)
     out += [Candidate(LABELS["dpm++"], replace(dpm, steps=S), CacheSchedule()) for S in dpm_steps]
     for on, s in [("DDIM", base)] + [("DPM-Solver++", replace(dpm, steps=S)) for S in dpm_cache_steps]:
         T = len(pipe.model.timesteps(s.steps, s.skip_type))
