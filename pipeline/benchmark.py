@@ -22,6 +22,8 @@ from .models import build_model, load_config
 from .pipeline import Pipeline
 from .versions import versions
 
+LABELS = {"ddim": "DDIM", "plms": "PLMS", "ddpm": "DDPM", "dpm++": "DPM-Solver++"}  # sampler -> table name
+
 
 class Timed:
     """Wraps a denoiser and adds up the seconds spent in model calls (device synchronised)."""
@@ -96,7 +98,7 @@ def rows_for_variant(pipe, s, seeds, macs, branches, intervals, ddim_steps=(), w
     variant = pipe.fast
     timesteps = lambda s2: pipe.model.timesteps(s2.steps, s2.skip_type)  # noqa: E731
     T = len(timesteps(s))
-    solver = {"ddim": "DDIM", "plms": "PLMS", "ddpm": "DDPM", "dpm++": "DPM-Solver++"}[s.sampler]
+    solver = LABELS[s.sampler]
     settings = [(solver, s.steps, 1, None)] + [("DeepCache", s.steps, N, b) for b in branches for N in intervals if N > 1]
     settings += [(solver, S, 1, None) for S in ddim_steps]
     runs = []

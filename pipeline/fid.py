@@ -39,6 +39,19 @@ def feature_statistics(features):
     return f.mean(0), np.cov(f, rowvar=False)
 
 
+def pixel_vectors(path, value_max):
+    """The `images` of an npz as float64 pixel vectors in [0, 1] (for FD_pix)."""
+    with np.load(path) as f:
+        images = f["images"]
+    return images.reshape(len(images), -1).astype(np.float64) / value_max
+
+
+def fd_pix(images, real):
+    """Fréchet distance in pixel space between uint8 images [B, H, W, C] and real vectors in [0, 1]."""
+    fake = np.asarray(images).reshape(len(images), -1).astype(np.float64) / 255.0
+    return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+
+
 def load_inception(weights, dims=2048, device="cpu"):
     """pytorch-fid's InceptionV3 with its weights from a local file (never downloaded)."""
     import pytorch_fid.inception as fid_inception

@@ -52,6 +52,16 @@ def download_names():
     return NAMES
 
 
+def downloadable(name):
+    """Whether `scripts/download.py NAME` can fetch this name (some configs have no direct link)."""
+    from .download import remotes
+
+    try:
+        return bool(remotes(name))
+    except ValueError:
+        return False
+
+
 def build_model(cfg, device=None):
     """The config's model with random weights (`device="meta"` allocates nothing)."""
     return _family(cfg).build_model(cfg, device)
@@ -70,7 +80,7 @@ def checkpoint_file(cfg, ckpt=None, ckpt_root=CHECKPOINTS):
     try:
         check_file(path, c.md5, c.source, c.size)
     except CheckpointError as e:
-        if cfg.name in download_names() and not path.exists() and "download.py" not in str(e) and cfg.name != "celeba":
+        if not path.exists() and downloadable(cfg.name):
             raise CheckpointError(f"{e} Or run: python scripts/download.py {cfg.name}") from None
         raise
     return path

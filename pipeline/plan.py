@@ -16,12 +16,9 @@ from typing import Optional
 
 from samplers import CacheSchedule
 
-from .benchmark import macs_per_branch, sync
+from .benchmark import LABELS, macs_per_branch, sync
 from .calibrate import calibrated_schedule, step_errors
 from .pipeline import cache_schedule
-
-LABELS = {"ddim": "DDIM", "plms": "PLMS", "dpm++": "DPM-Solver++", "ddpm": "DDPM"}
-
 
 @dataclass(eq=False)
 class Candidate:

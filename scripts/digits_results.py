@@ -16,7 +16,7 @@ import torch
 from pipeline import Pipeline, build_model, load_config, load_model
 from pipeline.benchmark import macs_per_branch, rows_for_variant
 from pipeline.cli import ArgumentParser, int_list, positive_int, run
-from pipeline.fid import feature_statistics, frechet_distance
+from pipeline.fid import fd_pix, feature_statistics, frechet_distance, pixel_vectors
 from pipeline.files import write_json, write_png, write_text
 from pipeline.pipeline import make_grid
 from pipeline.versions import device_name, versions
@@ -26,14 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def real_digits():
-    images = np.load(REPO / "data" / "digits8x8.npz")["images"]
-    return images.reshape(len(images), -1).astype(np.float64) / 16.0
-
-
-def fd_pix(images, real):
-    """FD between uint8 images [B, 8, 8, 1] and real pixel vectors in [0, 1]."""
-    fake = images.reshape(len(images), -1).astype(np.float64) / 255.0
-    return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+    return pixel_vectors(REPO / "data" / "digits8x8.npz", 16.0)
 
 
 def save_grid(path, images):

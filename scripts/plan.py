@@ -12,13 +12,12 @@ Writes <out>.md (the frontier, the best of each method at --targets, the recomme
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from pipeline import Pipeline, SeedRanges, build_model, check_sampling, load_config, load_model
 from pipeline.calibrate import save_schedule
 from pipeline.cli import ArgumentParser, int_list, positive_int, run
 from pipeline.fast import resolve_device
-from pipeline.fid import feature_statistics, frechet_distance
+from pipeline.fid import fd_pix, pixel_vectors
 from pipeline.files import check_outdir, write_json, write_text
 from pipeline.plan import candidates, frontier, measure, pick
 from pipeline.versions import device_name, versions
@@ -108,10 +107,7 @@ def main(argv=None):
         raise ValueError("steps and intervals must be >= 1")
     out = Path(args.out or REPO / "results" / f"plan_{cfg.name}")
     check_outdir(out.parent)
-    real = None
-    if args.fd_real:
-        with np.load(args.fd_real) as f:
-            real = f["images"].reshape(len(f["images"]), -1).astype(np.float64) / args.fd_max
+    real = pixel_vectors(args.fd_real, args.fd_max) if args.fd_real else None
     device = resolve_device(args.device)
     pipe = Pipeline(load_model(cfg, args.ckpt), device)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -130,8 +126,7 @@ def main(argv=None):
     if real is not None:
         fd_seeds = list(range(args.fd_samples))
         for c in dict.fromkeys([baseline, *front, *(c for _, c in per_target)] + ([chosen] if chosen else [])):
-            fake = pipe.sample(fd_seeds, c.sampling, c.cache).reshape(args.fd_samples, -1).astype(np.float64) / 255
-            c.extra["fd_pix"] = frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+            c.extra["fd_pix"] = fd_pix(pipe.sample(fd_seeds, c.sampling, c.cache), real)
 
     header = (f"### Planner: {cfg.name}, {device_name(device)}; baseline = the config's sampler "
               f"({base.sampler}, {base.steps} steps); error = RMS vs DDIM with "

@@ -10,20 +10,14 @@ import torch
 
 from conftest import REPO, SCRIPTS
 from pipeline import Pipeline, build_model, load_config, load_model
-from pipeline.fid import feature_statistics, frechet_distance
+from pipeline.fid import fd_pix, pixel_vectors
 from samplers import CacheSchedule
 
 SEEDS = list(range(300))
 
 
 def real_digits():
-    images = np.load(REPO / "data" / "digits8x8.npz")["images"]
-    return images.reshape(len(images), -1).astype(np.float64) / 16.0
-
-
-def fd_pix(images, real):
-    fake = images.reshape(len(images), -1).astype(np.float64) / 255.0
-    return frechet_distance(*feature_statistics(fake), *feature_statistics(real))
+    return pixel_vectors(REPO / "data" / "digits8x8.npz", 16.0)
 
 
 @pytest.fixture(scope="module")

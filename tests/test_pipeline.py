@@ -11,8 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 import ddpm
-import ldm
-from conftest import FIXTURES, tiny_ldm
+from conftest import tiny_ldm
 from pipeline import FastPath, Pipeline, SeedRanges, build_model, check_sampling, first_difference, load_config
 from pipeline.files import NoSpaceError, create_exclusive, image_ok, remove_stale_temps, temp_path, write_png
 from pipeline.record import default_outdir, run_settings
@@ -194,4 +193,3 @@ def test_library_refuses_invalid_arguments_instead_of_returning_noise(t1_run):
         tiny_ldm().denoiser(labels=[5000])
     with pytest.raises(ValueError, match="batch size"):
         check_sampling(model, replace(cfg.sampling, batch_size=0))
-    assert ldm.load_model(FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt").config.name is not None
