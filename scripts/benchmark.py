@@ -22,12 +22,13 @@ from pathlib import Path
 
 import torch
 
-from pipeline import FastPath, Pipeline, build_model, check_sampling, load_config, load_model
-from pipeline.benchmark import macs_per_branch, report, rows_for_variant
-from pipeline.cli import ArgumentParser, int_list, positive_int, run
-from pipeline.fast import resolve_device
-from pipeline.files import check_outdir
-from pipeline.versions import device_name
+from deepcache_ref import FastPath, Pipeline, build_model, check_sampling, load_config, load_model
+from deepcache_ref.evaluation.benchmark import macs_per_branch, report, rows_for_variant
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
+from deepcache_ref.fast import resolve_device
+from deepcache_ref.runs.files import check_outdir
+from deepcache_ref.runs.versions import device_name
+from deepcache_ref.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if args.random_init and args.ckpt:
-        raise ValueError("give --random-init or --ckpt, not both")
+        raise UserError("give --random-init or --ckpt, not both")
     cfg = load_config(args.config, args.overrides)
     s = cfg.sampling if args.steps is None else replace(cfg.sampling, steps=args.steps)
     branches = args.branches or [s.cache_branch]

@@ -12,12 +12,12 @@ replays the graph recorded for the first). Eager fp32 with interval 1 must equal
 import json
 import sys
 
-from pipeline import FastPath
-from pipeline.benchmark import check_fast_paths
-from pipeline.cli import ArgumentParser, int_list, positive_int, run
-from pipeline.fast import resolve_device
-from pipeline.files import write_json
-from pipeline.versions import device_name
+from deepcache_ref import FastPath
+from deepcache_ref.evaluation.fast_paths import check_fast_paths
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
+from deepcache_ref.fast import resolve_device
+from deepcache_ref.runs.files import write_json
+from deepcache_ref.runs.versions import device_name
 
 
 def main(argv=None):

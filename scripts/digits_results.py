@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import Pipeline, build_model, load_config, load_model
-from pipeline.benchmark import macs_per_branch, rows_for_variant
-from pipeline.cli import ArgumentParser, int_list, positive_int, run
-from pipeline.fid import fd_pix, feature_statistics, frechet_distance, pixel_vectors
-from pipeline.files import write_json, write_png, write_text
-from pipeline.pipeline import make_grid
-from pipeline.versions import device_name, versions
-from samplers import CacheSchedule
+from deepcache_ref import Pipeline, build_model, load_config, load_model
+from deepcache_ref.evaluation.benchmark import macs_per_branch, rows_for_variant
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
+from deepcache_ref.evaluation.fid import fd_pix, feature_statistics, frechet_distance, pixel_vectors
+from deepcache_ref.runs.files import write_json, write_png, write_text
+from deepcache_ref.pipeline import make_grid
+from deepcache_ref.runs.versions import device_name, versions
+from deepcache_ref.samplers import CacheSchedule
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def plot(rows, path):
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ckpt", help="default: the shipped checkpoints/digits/ema.ckpt")
+    p.add_argument("--ckpt", help="default: the built-in model's bundled weights")
     p.add_argument("--num-samples", type=positive_int, default=1000)
     p.add_argument("--intervals", type=int_list, default=[2, 3, 5, 10])
     p.add_argument("--branches", type=int_list, default=[0, 1, 2, 3])

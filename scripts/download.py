@@ -12,10 +12,11 @@ running the same command; a file that fails its check is deleted.
 
 import sys
 
-from pipeline import CHECKPOINTS
-from pipeline.cli import ArgumentParser, run
-from pipeline.download import NAMES, fetch, remotes
-from pipeline.files import check_outdir
+from deepcache_ref.core.checkpoint import CHECKPOINTS
+from deepcache_ref.runs.cli import ArgumentParser, run
+from deepcache_ref.runs.download import NAMES, fetch, remotes
+from deepcache_ref.runs.files import check_outdir
+from deepcache_ref.errors import UserError
 
 
 def main(argv=None):
@@ -25,7 +26,7 @@ def main(argv=None):
     p.add_argument("--url", help="another source for one NAME (a mirror, a local server; a folder URL for a repo)")
     args = p.parse_args(argv)
     if args.url and len(args.names) != 1:
-        raise ValueError("--url replaces the source of one NAME: give exactly one")
+        raise UserError("--url replaces the source of one NAME: give exactly one")
     check_outdir(args.root)
     todo = [r for name in args.names for r in remotes(name, args.root, args.url)]  # every name checked first
     for remote in todo:

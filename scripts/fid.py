@@ -13,12 +13,13 @@ from functools import lru_cache
 from pathlib import Path
 
 
-from pipeline import CHECKPOINTS
-from pipeline.cli import ArgumentParser, positive_int, run
-from pipeline.fast import resolve_device
-from pipeline.fid import WEIGHTS_NAME, frechet_distance, load_inception, statistics_of
-from pipeline.files import check_outdir, write_json, write_npz
-from pipeline.versions import versions
+from deepcache_ref.core.checkpoint import CHECKPOINTS
+from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
+from deepcache_ref.fast import resolve_device
+from deepcache_ref.evaluation.fid import WEIGHTS_NAME, frechet_distance, load_inception, statistics_of
+from deepcache_ref.runs.files import check_outdir, write_json, write_npz
+from deepcache_ref.runs.versions import versions
+from deepcache_ref.errors import UserError
 
 
 def main(argv=None):
@@ -36,7 +37,7 @@ def main(argv=None):
         p.error("give a reference, or --save-stats")
     for path in (args.samples, args.reference):
         if path and not Path(path).exists():
-            raise ValueError(f"{path} does not exist")
+            raise UserError(f"{path} does not exist")
     for path in (args.save_stats, args.out):
         if path:
             check_outdir(Path(path).parent)

@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 
 
-from pipeline import Pipeline, SeedRanges, build_model, check_sampling, load_config, load_model
-from pipeline.calibrate import save_schedule
-from pipeline.cli import ArgumentParser, int_list, positive_int, run
-from pipeline.fast import resolve_device
-from pipeline.fid import fd_pix, pixel_vectors
-from pipeline.files import check_outdir, write_json, write_text
-from pipeline.plan import candidates, frontier, measure, pick
-from pipeline.versions import device_name, versions
+from deepcache_ref import Pipeline, SeedRanges, build_model, check_sampling, load_config, load_model
+from deepcache_ref.evaluation.calibrate import save_schedule
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
+from deepcache_ref.fast import resolve_device
+from deepcache_ref.evaluation.fid import fd_pix, pixel_vectors
+from deepcache_ref.runs.files import check_outdir, write_json, write_text
+from deepcache_ref.evaluation.plan import candidates, frontier, measure, pick
+from deepcache_ref.runs.versions import device_name, versions
+from deepcache_ref.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -91,7 +92,7 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, e.g. sampling.steps=50 (the baseline)")
     args = p.parse_args(argv)
     if args.speedup is not None and not args.speedup > 0 or args.max_error is not None and not args.max_error >= 0:
-        raise ValueError("--speedup must be > 0 and --max-error >= 0")
+        raise UserError("--speedup must be > 0 and --max-error >= 0")
 
     cfg = load_config(args.config, args.overrides)
     base = cfg.sampling
@@ -99,12 +100,12 @@ def main(argv=None):
     check_sampling(meta, base)
     calib, held = list(SeedRanges.parse(args.calib_seeds)), list(SeedRanges.parse(args.held_out_seeds))
     if set(calib) & set(held):
-        raise ValueError("--calib-seeds and --held-out-seeds overlap: held-out seeds must be new")
+        raise UserError("--calib-seeds and --held-out-seeds overlap: held-out seeds must be new")
     for b in args.branches:
         if b >= meta.unet.num_branches:
-            raise ValueError(f"--branches: cache branch {b} is out of range (0..{meta.unet.num_branches - 1})")
+            raise UserError(f"--branches: cache branch {b} is out of range (0..{meta.unet.num_branches - 1})")
     if any(n < 1 for n in args.intervals + args.ddim_steps + args.plms_steps + args.dpm_steps):
-        raise ValueError("steps and intervals must be >= 1")
+        raise UserError("steps and intervals must be >= 1")
     out = Path(args.out or REPO / "results" / f"plan_{cfg.name}")
     check_outdir(out.parent)
     real = pixel_vectors(args.fd_real, args.fd_max) if args.fd_real else None

@@ -19,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cli import ArgumentParser, run
+from deepcache_ref.runs.cli import ArgumentParser, run
+from deepcache_ref.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -111,7 +112,7 @@ def main(argv=None):
     p.add_argument("--outdir", default="outputs/paper")
     args = p.parse_args(argv)
     if any("=" not in item for item in args.ref):
-        raise ValueError(f"--ref takes CONFIG=STATS.npz, got {next(i for i in args.ref if '=' not in i)!r}")
+        raise UserError(f"--ref takes CONFIG=STATS.npz, got {next(i for i in args.ref if '=' not in i)!r}")
     args.ref = dict(item.split("=", 1) for item in args.ref)
     if not args.collect:
         for what, cmd in plan(args.table, args):

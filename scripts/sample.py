@@ -20,16 +20,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline import (FastPath, Pipeline, SeedRanges, build_model, check_sampling, checkpoint_file, class_labels,
-                      load_config, load_model, run_settings)
-from pipeline.calibrate import load_schedule
-from pipeline.cli import EXIT_ERROR, EXIT_STOPPED, ArgumentParser, positive_int, run
-from pipeline.distributed import Ranks
-from pipeline.fast import COMPILE_MODES, PRECISIONS, resolve_device
-from pipeline.files import check_outdir, image_ok, image_path, remove_stale_temps, write_json, write_npz, write_png
-from pipeline.pipeline import SAMPLERS, make_grid
-from pipeline.record import check_settings, default_outdir, fingerprint, record_settings
-from pipeline.versions import device_name, versions
+from deepcache_ref import (FastPath, Pipeline, SeedRanges, build_model, check_sampling, checkpoint_file, class_labels,
+                           load_config, load_model)
+from deepcache_ref.evaluation.calibrate import load_schedule
+from deepcache_ref.runs.cli import EXIT_ERROR, EXIT_STOPPED, ArgumentParser, positive_int, run
+from deepcache_ref.runs.distributed import Ranks
+from deepcache_ref.fast import COMPILE_MODES, PRECISIONS, resolve_device
+from deepcache_ref.runs.files import check_outdir, image_ok, image_path, remove_stale_temps, write_json, write_npz, write_png
+from deepcache_ref.pipeline import make_grid
+from deepcache_ref.samplers import SAMPLERS
+from deepcache_ref.samplers.registry import all_options
+from deepcache_ref.runs.record import check_settings, default_outdir, fingerprint, record_settings, run_settings
+from deepcache_ref.runs.versions import device_name, versions
+from deepcache_ref.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 NPZ_LIMIT = 64 << 30  # bytes of images that --npz may hold in memory
@@ -48,8 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--sampler", choices=list(SAMPLERS))
     p.add_argument("--steps", type=int)
     p.add_argument("--skip-type", choices=["uniform", "quad", "linspace"])
-    p.add_argument("--solver-order", type=int, choices=[2, 3], help="dpm++: multistep order")
-    p.add_argument("--eta", type=float)
+    for o in all_options():  # each sampler's own options (registry.py)
+        p.add_argument(f"--{o.key.replace('_', '-')}", type=o.type, choices=o.choices, help=o.help)
     p.add_argument("--scale", type=float, help="classifier-free guidance scale (LDM)")
     p.add_argument("--classes", help="LDM classes, e.g. 1,88,207; image s gets classes[s %% len]")
     p.add_argument("--seeds", default="0-63", help="e.g. 0-49999 or 0,5,10-19")
@@ -61,7 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--compile", choices=COMPILE_MODES, help="torch.compile the U-Net passes in this mode")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout")
     p.add_argument("--cuda-graph", action="store_true",
-                   help="record each batch's whole sampling run as one CUDA graph (ddim/plms, eta 0)")
+                   help="record each batch's whole sampling run as one CUDA graph (a run that draws no noise)")
     p.add_argument("--npz", action="store_true", help="also pack the images into an ADM-evaluator npz")
     p.add_argument("--grid", action="store_true", help="also write grid.png of the first 256 images")
     p.add_argument("--ckpt", help="your own checkpoint (skips the config's md5 and size checks)")
@@ -73,7 +76,8 @@ def overrides(args):
     flags = {"cache_interval": args.cache_interval, "cache_branch": args.cache_branch,
              "cache_schedule": args.cache_schedule, "cache_center": args.cache_center,
              "cache_power": args.cache_power, "sampler": args.sampler, "steps": args.steps,
-             "skip_type": args.skip_type, "solver_order": args.solver_order, "eta": args.eta, "scale": args.scale, "batch_size": args.batch_size}
+             "skip_type": args.skip_type, "scale": args.scale, "batch_size": args.batch_size,
+             **{o.key: getattr(args, o.key) for o in all_options()}}
     return [f"sampling.{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
 
 
@@ -98,7 +102,7 @@ def prepare(args, ranks):
     shape = tuple(meta.decode(torch.zeros(1, *meta.sample_shape, device="meta")).shape[1:])
     image_shape = (shape[1], shape[2], shape[0])  # H, W, C
     if args.npz and seeds.count * int(np.prod(image_shape)) > NPZ_LIMIT:
-        raise ValueError(f"--npz holds all {seeds.count:,} images in memory ({NPZ_LIMIT >> 30} GiB at most): "
+        raise UserError(f"--npz holds all {seeds.count:,} images in memory ({NPZ_LIMIT >> 30} GiB at most): "
                          "sample without --npz, or pack a smaller seed range")
     check_outdir(outdir, needed_bytes=2 * int(np.prod(image_shape)) + 4096)
     check_settings(outdir, settings)
@@ -108,14 +112,14 @@ def prepare(args, ranks):
 def parse_classes(text, num_classes):
     """'1,88,207' or '0-9,500' -> the classes in the order given, repeats kept (image s gets classes[s % len])."""
     if not num_classes:
-        raise ValueError("--classes applies to class-conditional models only; this one is unconditional")
+        raise UserError("--classes applies to class-conditional models only; this one is unconditional")
     classes = []
     for part in text.split(","):
         lo, _, hi = part.strip().partition("-")
         if not lo.isdigit() or hi and not hi.isdigit() or hi and int(hi) < int(lo):
-            raise ValueError(f"--classes: malformed {part.strip()!r}; use e.g. 1,88,207 or 0-9")
+            raise UserError(f"--classes: malformed {part.strip()!r}; use e.g. 1,88,207 or 0-9")
         if int(hi or lo) >= num_classes:
-            raise ValueError(f"--classes: class {int(hi or lo)} is out of range (0..{num_classes - 1})")
+            raise UserError(f"--classes: class {int(hi or lo)} is out of range (0..{num_classes - 1})")
         classes.extend(range(int(lo), int(hi or lo) + 1))
     return classes
 
@@ -124,7 +128,7 @@ def pack_npz(outdir, seeds, subdirs, labels=None):
     paths = [image_path(outdir, s, subdirs) for s in seeds]
     missing = [p for p in paths if not p.exists()]
     if missing:
-        raise ValueError(f"--npz needs every image: {len(missing)} are missing (e.g. {missing[0]}); rerun when all "
+        raise UserError(f"--npz needs every image: {len(missing)} are missing (e.g. {missing[0]}); rerun when all "
                          "tasks are done")
     images = np.stack([np.asarray(Image.open(p)) for p in paths])
     if images.ndim == 3:
@@ -156,7 +160,7 @@ def main(argv=None):
     pipe = Pipeline(load_model(cfg, ckpt), device, fast)  # the checkpoint read and checked before any write
     ranks.init()
     if not ranks.same(f"{fingerprint(settings)} {seeds} {cfg.sampling.batch_size} {Path(outdir).resolve()}"):
-        raise ValueError(f"rank {ranks.rank}: the ranks were started with different settings, seeds, batch sizes "
+        raise UserError(f"rank {ranks.rank}: the ranks were started with different settings, seeds, batch sizes "
                          "or output folders; start every rank with the same command")
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -202,7 +206,7 @@ def main(argv=None):
             print(f"rank {ranks.rank}: stopped because another rank failed", file=sys.stderr)
             return EXIT_ERROR
         if isinstance(error, torch.cuda.OutOfMemoryError):
-            raise ValueError(f"out of memory at batch size {s.batch_size}: use a smaller --batch-size") from None
+            raise UserError(f"out of memory at batch size {s.batch_size}: use a smaller --batch-size") from None
         raise error
     if status == 1:
         print(f"rank {ranks.rank}: stopped by a signal after {made} new images; rerun the same command to resume.",

@@ -21,11 +21,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import ddpm
-from ddpm.checkpoint import CheckpointError, check_file, safe_load
-from pipeline.cli import ArgumentParser, positive_int, run
-from pipeline.files import atomic_write, check_outdir, write_json
-from pipeline.versions import device_name, versions
+import deepcache_ref
+from deepcache_ref import ddpm
+from deepcache_ref.core.checkpoint import check_file, safe_load
+from deepcache_ref.errors import CheckpointError, UserError
+from deepcache_ref.families import family_of
+from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
+from deepcache_ref.runs.files import atomic_write, check_outdir, write_json
+from deepcache_ref.runs.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,16 +38,16 @@ def load_images(cfg):
     t, m = cfg.training, cfg.model
     path = Path(t.data) if Path(t.data).is_absolute() else REPO / t.data
     if not t.data or not path.is_file():
-        raise ValueError(f"training.data: no data file {path} (an npz with `images`, uint8 [N, H, W] or [N, H, W, C])")
+        raise UserError(f"training.data: no data file {path} (an npz with `images`, uint8 [N, H, W] or [N, H, W, C])")
     try:
         with np.load(path) as f:
             images = f["images"]
     except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"training.data: {path} is not an npz with an `images` array ({e})") from None
+        raise UserError(f"training.data: {path} is not an npz with an `images` array ({e})") from None
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[1:] != (m.resolution, m.resolution, m.in_channels) or len(images) < 2:
-        raise ValueError(f"training.data: {path} holds images {list(images.shape)}; the model needs "
+        raise UserError(f"training.data: {path} holds images {list(images.shape)}; the model needs "
                          f"[N >= 2, {m.resolution}, {m.resolution}, {m.in_channels}]")
     x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
     return x / t.data_max * 2 - 1
@@ -56,7 +59,7 @@ def check_training(t, total):
                     ("ema_rate", 0 <= t.ema_rate < 1), ("save_every", t.save_every >= 1),
                     ("data_max", math.isfinite(t.data_max) and t.data_max > 0), ("num_steps", total >= 1)]:
         if not ok:
-            raise ValueError(f"training.{key}={getattr(t, key, total)} is out of range")
+            raise UserError(f"training.{key}={getattr(t, key, total)} is out of range")
 
 
 def save(path, obj):
@@ -70,7 +73,9 @@ def main(argv=None):
     p.add_argument("--steps", type=positive_int, help="total training steps (default: the config's)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    cfg = ddpm.load_config(args.config, args.overrides)
+    cfg = deepcache_ref.load_config(args.config, args.overrides)
+    if family_of(cfg).name != "ddpm":
+        raise UserError(f"train.py trains DDPM configs; {args.config} is an {family_of(cfg).name} config")
     t = cfg.training
     total = args.steps or t.num_steps
     check_training(t, total)

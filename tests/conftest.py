@@ -1,3 +1,4 @@
+import deepcache_ref
 import hashlib
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ def state_sha256(state_dict):
 
 def tiny_ddpm(name):
     """(UNet with the golden weights, forward fixture) for tiny model T1 or T2."""
-    from ddpm import UNet
+    from deepcache_ref.ddpm import UNet
 
     fwd = load_fixture(f"ddpm/tiny/{name}_forward.pt")
     c = fwd["config"]["model"]
@@ -54,9 +55,9 @@ def _no_grad():
 
 def tiny_ldm():
     """The tiny LDM of the fixtures, loaded from its Lightning-style checkpoint."""
-    import ldm
+    from deepcache_ref import ldm
 
-    return ldm.load_model(FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt")
+    return deepcache_ref.load_model(FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt")
 
 
 REPO = FIXTURES.parent.parent

@@ -2,7 +2,7 @@
 that names the culprit, no traceback, and an output folder left exactly as it was; the library
 raises ValueError naming the bad value.
 
-The scripts run in-process through their real entry point (`pipeline.cli.run(main, argv)`), a few
+The scripts run in-process through their real entry point (`deepcache_ref.runs.cli.run(main, argv)`), a few
 as real subprocesses to prove the process's exit status. Special files (corrupt checkpoints, npz
 files, folders) are made by the small builders below, named from the table.
 """
@@ -24,14 +24,14 @@ import pytest
 import torch
 from PIL import Image
 
-import pipeline.cli
-import pipeline.distributed
+import deepcache_ref.runs.cli
+import deepcache_ref.runs.distributed
 from conftest import FIXTURES, REPO, SCRIPTS, Exploit, tiny_ddpm, tiny_ldm
 
 KEEP = b"keep me: bytes the failed run must not touch\n"
 T1_STATE = FIXTURES / "ddpm/tiny/T1_state_dict.pt"
 LDM_CFG, LDM_CKPT = FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt"
-DIGITS_EMA = REPO / "checkpoints/digits/ema.ckpt"  # weights of another architecture than T1's
+DIGITS_EMA = REPO / "deepcache_ref/checkpoints/digits/ema.ckpt"  # weights of another architecture than T1's
 
 # What every invocation of a script starts with; a case's own arguments come after and win (argparse
 # keeps the last value of a repeated option). {out} is the output folder whose bytes must not change.
@@ -390,7 +390,7 @@ CASES = [
     case("save-stats-under-file", "fid", ["{samples}", "--save-stats", "{tmp}/plain.txt/stats.npz"],
          "{tmp}/plain.txt is a file", build=samples_and_plain_file),
     # train.py
-    case("ldm-config", "train", ["--config", "cin256-v2"], "config 'cin256-v2' not found"),
+    case("ldm-config", "train", ["--config", "cin256-v2"], "train.py trains DDPM configs; cin256-v2 is an ldm config"),
     case("batch-size-0", "train", ["training.batch_size=0"], "training.batch_size=0"),
     case("lr-nan", "train", ["training.lr=nan"], "training.lr=nan"),
     case("ema-rate-1", "train", ["training.ema_rate=1"], "training.ema_rate=1"),
@@ -438,13 +438,13 @@ def script_main(script):
 
 
 def invoke(script, argv, capsys):
-    """(exit status, stderr) of `scripts/<script>.py argv`, run in-process through `pipeline.cli.run`;
+    """(exit status, stderr) of `scripts/<script>.py argv`, run in-process through `deepcache_ref.runs.cli.run`;
     an exception escaping it is what a user would see as a traceback (status 1)."""
     main = script_main(script)
     capsys.readouterr()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
-        code = pipeline.cli.run(main, argv)
+        code = deepcache_ref.runs.cli.run(main, argv)
     except SystemExit as e:
         code = e.code
     except Exception:
@@ -505,7 +505,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(script, args, expect, 
         ctx.update(build(ctx))
     for key, value in env.items():
         monkeypatch.setenv(key, fill(value, ctx))
-    monkeypatch.setattr(pipeline.distributed, "RENDEZVOUS_TIMEOUT", 3.0)  # a missing peer: an error, not a hang
+    monkeypatch.setattr(deepcache_ref.runs.distributed, "RENDEZVOUS_TIMEOUT", 3.0)  # a missing peer: an error, not a hang
     argv = [fill(a, ctx) for a in BASE[script] + args]
     watched = [ctx["tmp"], ctx["out"], ctx["new"]]
     before = [snapshot(p) for p in watched]
@@ -561,51 +561,51 @@ def _t1():
 
 
 def _digits():
-    import pipeline as P
+    import deepcache_ref as P
 
     cfg = P.load_config("digits")
     return cfg, P.build_model(cfg, "meta")
 
 
 def lib_ddim_no_timesteps():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.ddim_sample(_t1(), torch.zeros(1, 3, 16, 16), [], torch.linspace(0.99, 0.01, 1000))
 
 
 def lib_ddim_eta_nan():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.ddim_sample(_t1(), torch.zeros(1, 3, 16, 16), [0, 500], torch.linspace(0.99, 0.01, 1000),
                          eta=float("nan"))
 
 
 def lib_ddim_timesteps_out_of_range():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.ddim_sample(_t1(), torch.zeros(1, 3, 16, 16), [0, 1000], torch.linspace(0.99, 0.01, 1000))
 
 
 def lib_rng_2_63():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.PerImageRNG([2 ** 63])
 
 
 def lib_rng_negative():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.PerImageRNG([0, -1])
 
 
 def lib_guidance_nan():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.ClassifierFreeGuidance(_t1(), float("nan"), torch.zeros(1, 1, 4))
 
 
 def lib_guidance_label_count():
-    import samplers
+    from deepcache_ref import samplers
 
     unet = _t1()
     guided = samplers.ClassifierFreeGuidance(unet, 2.0, torch.zeros(1, 1, 4))
@@ -613,25 +613,25 @@ def lib_guidance_label_count():
 
 
 def lib_power_nan():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.CacheSchedule(2, 0, "power", power=float("nan"))
 
 
 def lib_timesteps_0():
-    import samplers
+    from deepcache_ref import samplers
 
     samplers.make_timesteps(0)
 
 
 def lib_seed_range_reversed():
-    import pipeline as P
+    import deepcache_ref as P
 
     P.SeedRanges.parse("1-0")
 
 
 def lib_check_sampling_batch_0():
-    import pipeline as P
+    import deepcache_ref as P
 
     cfg, meta = _digits()
     P.check_sampling(meta, dataclasses.replace(cfg.sampling, batch_size=0))
@@ -650,7 +650,7 @@ def lib_ddpm_scale():
 
 
 def lib_pipeline_graph_on_cpu():
-    import pipeline as P
+    import deepcache_ref as P
 
     cfg, _ = _digits()
     P.Pipeline(P.build_model(cfg), "cpu", P.FastPath(cuda_graph=True))

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import SCRIPTS
-from ddpm import build_unet, load_config, unet_macs
+from deepcache_ref import load_config
+from deepcache_ref.core.macs import unet_macs
+from deepcache_ref.ddpm import build_unet
 
 
 def test_rows_compare_each_setting_with_its_variants_baseline(tmp_path, t1_run):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ddpm import ConfigError, load_config
-from ddpm.config import CONFIG_DIR
+from deepcache_ref import ConfigError, load_config
+from deepcache_ref.ddpm.config import CONFIG_DIR
 
 
 def test_found_by_bare_name_with_suffix_and_by_path():

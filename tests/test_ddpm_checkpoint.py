@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from conftest import FIXTURES, Exploit, tiny_ddpm
-from ddpm import CheckpointError, build_unet, load_config, load_model, load_weights
-from ddpm.checkpoint import check_state_dict, md5sum
-from ddpm.model import known_unets
+from deepcache_ref import CheckpointError, load_config, load_model
+from deepcache_ref.ddpm import build_unet, load_weights
+from deepcache_ref.core.checkpoint import check_state_dict, md5sum
+from deepcache_ref.ddpm.model import known_unets
 
 
 def _fresh(name):
@@ -30,7 +31,7 @@ def test_ddim_ckpt_list_uses_ema_and_strips_module_prefix(tmp_path, caplog):
     raw = {f"module.{k}": torch.zeros_like(v) for k, v in ref.items()}
     path = tmp_path / "ckpt.pth"
     torch.save([raw, {"state": {}, "param_groups": []}, 3, 1200, dict(ref)], path)
-    with caplog.at_level("INFO", logger="ddpm.checkpoint"):
+    with caplog.at_level("INFO", logger="deepcache_ref.ddpm.checkpoint"):
         unet = load_weights(_fresh("T1"), path)
     assert all(torch.equal(v, ref[k]) for k, v in unet.state_dict().items())
     assert "EMA" in caplog.text

@@ -1,6 +1,7 @@
 """Diffusers UNet2DModel folders: the tiny folder computes diffusers' own outputs, the Hub configs
 build our architectures key for key, legacy names load, and what cannot be represented is refused."""
 
+import deepcache_ref
 import json
 import shutil
 
@@ -8,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import ddpm
+from deepcache_ref import ddpm
 from conftest import FIXTURES
-from ddpm import CheckpointError, ConfigError
-from ddpm.diffusers import config_dict
-from pipeline import Pipeline, build_model, load_config
-from samplers import ddim_sample, make_timesteps
+from deepcache_ref import CheckpointError, ConfigError
+from deepcache_ref.ddpm.diffusers import config_dict
+from deepcache_ref import Pipeline, build_model, load_config
+from deepcache_ref.samplers import ddim_sample, make_timesteps
 
 TINY = FIXTURES / "diffusers/tiny_ddpm"
 HUB = FIXTURES / "diffusers/hub_configs"
@@ -25,7 +26,7 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def tiny():
-    return ddpm.load_model(TINY), torch.load(TINY / "golden.pt", weights_only=True)
+    return deepcache_ref.load_model(TINY), torch.load(TINY / "golden.pt", weights_only=True)
 
 
 def test_tiny_folder_matches_diffusers_eps_and_ddim_run(tiny):
@@ -61,7 +62,7 @@ def test_hub_configs_build_our_architectures_key_for_key(tmp_path, repo, ours):
 
 def test_a_sample_from_the_folder_runs_through_the_pipeline(tiny):
     cfg = load_config(TINY, ["sampling.steps=4", "sampling.cache_interval=2", "sampling.cache_branch=1"])
-    images = Pipeline(ddpm.load_model(cfg)).sample([0, 1], cfg.sampling)
+    images = Pipeline(deepcache_ref.load_model(cfg)).sample([0, 1], cfg.sampling)
     assert images.shape == (2, 16, 16, 3)
 
 
@@ -84,7 +85,7 @@ def test_legacy_attention_names_in_a_bin_file_load(tmp_path, tiny):
     legacy = _legacy(load_file(str(TINY / "diffusion_pytorch_model.safetensors")))
     assert any(".query." in k for k in legacy)
     torch.save(legacy, folder / "diffusion_pytorch_model.bin")
-    old = ddpm.load_model(folder)
+    old = deepcache_ref.load_model(folder)
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), model.state_dict().values()))
 
 
@@ -93,7 +94,7 @@ def test_diffusers_weights_with_one_of_our_configs(tmp_path, tiny):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("name: tiny\nmodel: {ch: 32, ch_mult: [1, 2], num_res_blocks: 2, attn_resolutions: [8], dropout: 0.0,"
                    " resolution: 16}\n")
-    ours = ddpm.load_model(cfg, TINY / "diffusion_pytorch_model.safetensors")
+    ours = deepcache_ref.load_model(cfg, TINY / "diffusion_pytorch_model.safetensors")
     assert torch.equal(ours.unet(golden["x"], golden["t"]), model.unet(golden["x"], golden["t"]))
 
 
@@ -128,8 +129,8 @@ def test_mismatched_or_corrupt_weights_are_short_errors(tmp_path):
     del state["conv_out.bias"]
     save_file(state, str(folder / "diffusion_pytorch_model.safetensors"))
     with pytest.raises(CheckpointError, match="1 missing key.*conv_out.bias"):
-        ddpm.load_model(folder)
+        deepcache_ref.load_model(folder)
     data = (TINY / "diffusion_pytorch_model.safetensors").read_bytes()
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
-        ddpm.load_model(folder)
+        deepcache_ref.load_model(folder)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import REPO, SCRIPTS
-from pipeline import Pipeline, build_model, load_config, load_model
-from pipeline.fid import fd_pix, pixel_vectors
-from samplers import CacheSchedule
+from deepcache_ref import Pipeline, build_model, load_config, load_model
+from deepcache_ref.evaluation.fid import fd_pix, pixel_vectors
+from deepcache_ref.samplers import CacheSchedule
 
 SEEDS = list(range(300))
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from conftest import SCRIPTS
-from pipeline.download import Remote, fetch, remotes
+from deepcache_ref.runs.download import Remote, fetch, remotes
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 

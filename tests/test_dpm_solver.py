@@ -1,6 +1,7 @@
 """DPM-Solver++ with DeepCache: parity with diffusers, interval 1 bit for bit, partial steps in the
 multistep history; calibrated schedules; the planner end to end."""
 
+import deepcache_ref
 import json
 import shlex
 import subprocess
@@ -10,18 +11,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-import ddpm
+from deepcache_ref import ddpm
 from conftest import FIXTURES, REPO, SCRIPTS, tiny_ldm
-from pipeline import Pipeline, load_config, load_model
-from pipeline.calibrate import calibrated_schedule, deviation
-from samplers import CacheSchedule, ClassifierFreeGuidance, dpm_solver_pp_sample, make_timesteps
+from deepcache_ref import Pipeline, load_config, load_model
+from deepcache_ref.evaluation.calibrate import calibrated_schedule, deviation
+from deepcache_ref.samplers import CacheSchedule, ClassifierFreeGuidance, dpm_solver_pp_sample, make_timesteps
 
 TINY = FIXTURES / "diffusers/tiny_ddpm"
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return ddpm.load_model(TINY), torch.load(TINY / "dpm_solver_pp.pt", weights_only=True)
+    return deepcache_ref.load_model(TINY), torch.load(TINY / "dpm_solver_pp.pt", weights_only=True)
 
 
 def test_matches_diffusers_multistep_dpm_solver_pp(tiny):
@@ -82,7 +83,7 @@ def test_the_pipeline_runs_dpm_solver_on_ldm_with_guidance():
     x0 = Pipeline(model).sample_x0([0, 1], s, classes=[3, 4])
     denoiser, kw = model.denoiser([3, 4], 3.0)
     assert isinstance(denoiser, ClassifierFreeGuidance)
-    from samplers import PerImageRNG
+    from deepcache_ref.samplers import PerImageRNG
 
     by_hand = dpm_solver_pp_sample(denoiser, PerImageRNG([0, 1]).randn((2, *model.sample_shape)), model.timesteps(6),
                                    model.alphas_cumprod, order=2, cache=CacheSchedule(2, 0), **kw)

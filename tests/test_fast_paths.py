@@ -10,12 +10,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from conftest import tiny_ddpm, tiny_ldm
-from ddpm import DDPMConfig
-from ddpm.model import alphas_cumprod
-from samplers import CacheSchedule, ClassifierFreeGuidance, GraphedRun, ddim_sample, make_timesteps
+from deepcache_ref.ddpm import DDPMConfig
+from deepcache_ref.ddpm.model import alphas_cumprod
+from deepcache_ref.samplers import CacheSchedule, ClassifierFreeGuidance, GraphedRun, ddim_sample, make_timesteps
 
-from pipeline import FastPath
-from pipeline.benchmark import check_fast_paths
+from deepcache_ref import FastPath
+from deepcache_ref.evaluation.fast_paths import check_fast_paths
 
 ALPHAS = alphas_cumprod(DDPMConfig().diffusion)
 
@@ -102,8 +102,8 @@ def test_sampling_loop_does_no_host_work_per_step(model):
 @pytest.mark.parametrize("device,mode,sampler,eta,message", [
     ("cpu", None, "ddim", 0.0, "CUDA graphs need a CUDA device"),
     ("cuda", "reduce-overhead", "ddim", 0.0, "already records each pass as a CUDA graph"),
-    ("cuda", None, "ddpm", 0.0, "needs a deterministic sampler"),
-    ("cuda", None, "ddim", 0.5, "needs a deterministic sampler"),
+    ("cuda", None, "ddpm", 0.0, "needs a run that draws no noise"),
+    ("cuda", None, "ddim", 0.5, "needs a run that draws no noise"),
 ])
 def test_impossible_cuda_graph_settings_are_refused_before_any_work(device, mode, sampler, eta, message):
     s = DDPMConfig().sampling

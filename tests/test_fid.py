@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from conftest import SCRIPTS
-from pipeline.fid import feature_statistics, frechet_distance
+from deepcache_ref.evaluation.fid import feature_statistics, frechet_distance
 
 
 def _reference_fd(mu1, s1, mu2, s2):
@@ -70,7 +70,7 @@ def test_a_run_folder_contributes_its_samples_only(tmp_path):
     """grid.png, logs and npz files beside a run's images are never counted as samples."""
     from PIL import Image
 
-    from pipeline.fid import npz_images, sample_files
+    from deepcache_ref.evaluation.fid import npz_images, sample_files
 
     run = tmp_path / "run"
     (run / "logs").mkdir(parents=True)

@@ -1,5 +1,6 @@
 """LDM-4-G: configs, safe Lightning checkpoint loading, parity of U-Net and decoder, key lists, MACs."""
 
+import deepcache_ref
 import json
 import sys
 import types
@@ -7,20 +8,21 @@ import types
 import pytest
 import torch
 
-import ldm
+from deepcache_ref import ldm
 from conftest import FIXTURES, Exploit, load_fixture, tiny_ldm
-from ddpm import CheckpointError, ConfigError, unet_macs
-from ddpm.macs import count_macs
-from ldm.unet import UNetModel
+from deepcache_ref import CheckpointError, ConfigError
+from deepcache_ref.core.macs import unet_macs
+from deepcache_ref.core.macs import count_macs
+from deepcache_ref.ldm.unet import UNetModel
 
 
 def test_original_compvis_yaml_loads_as_is_and_ours_by_name():
-    tiny = ldm.load_config(FIXTURES / "ldm/tiny_config.yaml")
+    tiny = deepcache_ref.load_config(FIXTURES / "ldm/tiny_config.yaml")
     assert tiny.model.params.unet_config.params.model_channels == 32
-    cfg = ldm.load_config("cin256-v2")
+    cfg = deepcache_ref.load_config("cin256-v2")
     s = cfg.sampling
     assert (s.steps, s.eta, s.scale, s.cache_branch, s.sampler) == (250, 0.0, 1.5, 0, "ddim")
-    assert ldm.load_config("cin256-v2.yaml") == cfg
+    assert deepcache_ref.load_config("cin256-v2.yaml") == cfg
 
 
 def test_config_errors(tmp_path):
@@ -28,10 +30,10 @@ def test_config_errors(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text(text.replace("context_dim: 16", "context_dims: 16"))
     with pytest.raises(ConfigError, match="context_dims"):
-        ldm.load_config(bad)
+        deepcache_ref.load_config(bad)
     bad.write_text(text.replace("openaimodel.UNetModel", "openaimodel.EncoderUNetModel"))
     with pytest.raises(ConfigError, match="EncoderUNetModel.*only 'ldm.modules.diffusionmodules.openaimodel.UNetModel'"):
-        ldm.load_config(bad)
+        deepcache_ref.load_config(bad)
 
 
 def test_lightning_checkpoint_loads_without_lightning(monkeypatch):
@@ -52,7 +54,7 @@ def _lightning_like(tmp_path, state_dict, callbacks):
 def test_malicious_pickle_is_refused_and_does_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = _lightning_like(tmp_path, {"betas": torch.zeros(3)}, {"x": Exploit(marker)})
-    model = ldm.build_model(ldm.load_config(FIXTURES / "ldm/tiny_config.yaml"))
+    model = ldm.build_model(deepcache_ref.load_config(FIXTURES / "ldm/tiny_config.yaml"))
     with pytest.raises(CheckpointError, match="(?s)refused.*system.*execute arbitrary code"):
         ldm.load_weights(model, path)
     assert not marker.exists()
@@ -64,7 +66,7 @@ def test_unknown_global_is_named(tmp_path, monkeypatch):
     Unknown = type("TrainerFn", (), {"__module__": "pytorch_lightning.trainer.states"})
     sys.modules["pytorch_lightning.trainer.states"].TrainerFn = Unknown
     path = _lightning_like(tmp_path, {"betas": torch.zeros(3)}, {"state": Unknown()})
-    model = ldm.build_model(ldm.load_config(FIXTURES / "ldm/tiny_config.yaml"))
+    model = ldm.build_model(deepcache_ref.load_config(FIXTURES / "ldm/tiny_config.yaml"))
     with pytest.raises(CheckpointError, match="pytorch_lightning.trainer.states.TrainerFn"):
         ldm.load_weights(model, path)
 
@@ -78,8 +80,8 @@ def test_extra_keys_are_reported_and_missing_keys_are_an_error(tmp_path, caplog)
     state["ddim_sigmas"] = torch.zeros(10)
     path = tmp_path / "extra.ckpt"
     torch.save({"state_dict": state}, path)
-    model = ldm.build_model(ldm.load_config(FIXTURES / "ldm/tiny_config.yaml"))
-    with caplog.at_level("WARNING", logger="ldm.model"):
+    model = ldm.build_model(deepcache_ref.load_config(FIXTURES / "ldm/tiny_config.yaml"))
+    with caplog.at_level("WARNING", logger="deepcache_ref.ldm.model"):
         extra = ldm.load_weights(model, path)
     assert extra == ["ddim_sigmas"] and "ddim_sigmas" in caplog.text
     del state["ddim_sigmas"], state["cond_stage_model.embedding.weight"]
@@ -90,12 +92,12 @@ def test_extra_keys_are_reported_and_missing_keys_are_an_error(tmp_path, caplog)
 
 def test_missing_checkpoint_names_file_source_and_size(tmp_path):
     with pytest.raises(CheckpointError, match=r"(?s)cin256-v2/model.ckpt.*ommer-lab.com.*1,827,378,153 bytes"):
-        ldm.load_model("cin256-v2", ckpt_root=tmp_path)
+        deepcache_ref.load_model("cin256-v2", ckpt_root=tmp_path)
 
 
 def test_cin256v2_keys_and_macs():
     manifest = json.loads((FIXTURES / "ldm/cin256v2_manifest.json").read_text())
-    model = ldm.build_model(ldm.load_config("cin256-v2"), device="meta")
+    model = ldm.build_model(deepcache_ref.load_config("cin256-v2"), device="meta")
     keys = [[k, list(v.shape), str(v.dtype).removeprefix("torch.")] for k, v in model.original_state_dict().items()]
     assert keys == manifest["state_dict_keys"]
     x, t = torch.randn(1, 3, 64, 64, device="meta"), torch.full((1,), 500, device="meta")
@@ -147,7 +149,7 @@ def test_partial_after_full_is_bitwise_exact_tiny():
 
 @pytest.mark.slow
 def test_partial_after_full_is_bitwise_exact_cin256v2_random_weights():
-    u = ldm.load_config("cin256-v2").model.params.unet_config.params
+    u = deepcache_ref.load_config("cin256-v2").model.params.unet_config.params
     torch.manual_seed(0)
     unet = UNetModel(model_channels=u.model_channels, channel_mult=u.channel_mult, num_heads=u.num_heads,
                      attention_resolutions=u.attention_resolutions, context_dim=u.context_dim).eval()

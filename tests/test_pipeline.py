@@ -1,6 +1,7 @@
 """The library pipeline: family objects, one sampling path, fingerprints, lazy seeds, atomic files,
 gloo bookkeeping."""
 
+import deepcache_ref
 import os
 import resource
 from dataclasses import replace
@@ -10,18 +11,19 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import ddpm
+from deepcache_ref import ddpm
 from conftest import tiny_ldm
-from pipeline import FastPath, Pipeline, SeedRanges, build_model, check_sampling, first_difference, load_config
-from pipeline.files import NoSpaceError, create_exclusive, image_ok, remove_stale_temps, temp_path, write_png
-from pipeline.record import default_outdir, run_settings
-from samplers import CacheSchedule, DiffusionModel, PerImageRNG, ddim_sample, ddpm_sample, make_timesteps
+from deepcache_ref import FastPath, Pipeline, SeedRanges, build_model, check_sampling, load_config
+from deepcache_ref.runs.record import first_difference
+from deepcache_ref.runs.files import NoSpaceError, create_exclusive, image_ok, remove_stale_temps, temp_path, write_png
+from deepcache_ref.runs.record import default_outdir, run_settings
+from deepcache_ref.samplers import CacheSchedule, DiffusionModel, PerImageRNG, ddim_sample, ddpm_sample, make_timesteps
 
 
 def _t1_model(t1_run):
     cfg_path, ckpt = t1_run
     cfg = load_config(cfg_path)
-    return ddpm.load_model(cfg, ckpt), cfg
+    return deepcache_ref.load_model(cfg, ckpt), cfg
 
 
 def test_both_families_load_as_the_same_shape_of_thing(t1_run):
@@ -155,7 +157,7 @@ def test_create_exclusive_has_one_winner_and_stale_temps_of_dead_processes_go(tm
 
 def _rank(rank, port, device_name, results):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
-    from pipeline.distributed import Ranks
+    from deepcache_ref.runs.distributed import Ranks
 
     ranks = Ranks.from_env().init()
     backend = torch.distributed.get_backend(ranks.group)

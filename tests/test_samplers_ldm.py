@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import load_fixture, tiny_ldm
-from samplers import CacheSchedule, ClassifierFreeGuidance, ddim_sample, make_timesteps, plms_sample
+from deepcache_ref.samplers import CacheSchedule, ClassifierFreeGuidance, ddim_sample, make_timesteps, plms_sample
 
 LATENT = dict(rtol=1e-5, atol=1e-3)  # manifest: x_inter / samples
 IMAGE = dict(rtol=0, atol=1e-4)      # manifest: decoded images

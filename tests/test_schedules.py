@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from samplers import CacheSchedule, make_timesteps
+from deepcache_ref.samplers import CacheSchedule, make_timesteps
 
 
 def test_timesteps():

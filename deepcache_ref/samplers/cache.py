@@ -1,0 +1,63 @@
+"""The cache executor: a U-Net called at each sampler step, full or partial as a cache policy says.
+
+The executor owns the step index and the cached feature, so nothing is stored on the model between
+calls (two samplers can share one model; PLMS's extra call cannot shift a schedule). A sampler
+builds one per run and calls `executor(x, i)` for its step i.
+
+A cache policy answers one question: is step i full? Two kinds fit the same seam:
+
+* a *static* policy knows the answer for every step before sampling starts: `plan(num_steps)`
+  returns the full-step mask. `CacheSchedule` (plain data) is the static policy. The mask is made
+  once, so no host work happens per step (a run can be recorded as one CUDA graph);
+* an *adaptive* policy returns None from `plan` and is asked `decide(i, executor)` at each step,
+  where it may read what the executor has seen (`executor.last_eps`, `executor.cached`, the step's
+  `executor.timesteps[i]`). Since it cannot know whether the next step is partial, the executor
+  keeps the cache at every full step. No adaptive policy ships yet; this is the seam for one.
+
+Every policy has a `branch` (the skip branch whose consumer's input is cached) and
+`validate(num_steps, num_branches)`, which raises before any work if it cannot run.
+"""
+
+import torch
+
+from .schedules import CacheSchedule
+
+
+class CacheExecutor:
+    """`executor(x, i) -> (eps, full)`: the U-Net at sampler step i under `policy`.
+
+    `unet` follows the U-Net contract (`__call__`, `forward_full`, `forward_partial`,
+    `num_branches`); `timesteps` are the training timesteps in visiting order (step 0 = noisiest);
+    `x_T` gives the batch size and device of the per-step timestep tensors, made once here;
+    `model_kwargs` go to every call. `policy=None` or a schedule with `interval=1` calls the plain
+    U-Net at every step: the uncached sampler, bit for bit.
+    """
+
+    def __init__(self, unet, policy, timesteps, x_T, model_kwargs=None):
+        self.unet = unet
+        self.policy = policy if policy is not None else CacheSchedule()
+        self.num_steps = len(timesteps)
+        self.policy.validate(self.num_steps, unet.num_branches)
+        self.full = self.policy.plan(self.num_steps)  # None: the policy decides at each step
+        self.kwargs = model_kwargs or {}
+        self.timesteps = [torch.full((x_T.shape[0],), int(t), device=x_T.device, dtype=torch.long) for t in timesteps]
+        self.cached = None    # the feature of the last full step that kept one
+        self.last_eps = None  # the previous step's output (kept for adaptive policies only)
+
+    def is_full(self, i):
+        if self.full is not None:
+            return self.full[i]
+        return i == 0 or bool(self.policy.decide(i, self))
+
+    def __call__(self, x, i):
+        t, branch = self.timesteps[i], self.policy.branch
+        full = self.is_full(i)
+        if not full:
+            eps = self.unet.forward_partial(x, t, self.cached, branch=branch, **self.kwargs)
+        elif self.full is None or (i + 1 < self.num_steps and not self.full[i + 1]):  # a partial step may follow
+            eps, self.cached = self.unet.forward_full(x, t, branch=branch, **self.kwargs)
+        else:
+            eps = self.unet(x, t, **self.kwargs)
+        if self.full is None:
+            self.last_eps = eps
+        return eps, full

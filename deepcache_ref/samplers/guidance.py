@@ -1,0 +1,64 @@
+"""Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a conditional U-Net."""
+
+import math
+
+import torch
+
+from ..errors import UserError
+
+
+class ClassifierFreeGuidance:
+    """`eps = eps_u + scale (eps_c - eps_u)`, from one batched call on `[uncond; cond]`.
+
+    Keeps the U-Net contract (`__call__`, `forward_full`, `forward_partial`, `num_branches`), so
+    any sampler can use it and the DeepCache feature holds the doubled batch. The conditional
+    context arrives as `context=` (through the sampler's `model_kwargs`). With `scale == 1` the
+    plain conditional call is made. `uncond_context` has batch size 1 or B.
+    """
+
+    def __init__(self, unet, scale, uncond_context):
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+            raise UserError(f"guidance scale must be a finite number, got {scale!r}")
+        self.unet = unet
+        self.scale = float(scale)
+        self.uncond_context = uncond_context
+
+    @property
+    def num_branches(self):
+        return self.unet.num_branches
+
+    def _double(self, x, t, context):
+        _check_batch(x, context)
+        uc = self.uncond_context.expand(context.shape[0], *self.uncond_context.shape[1:])
+        return torch.cat([x, x]), torch.cat([t, t]), torch.cat([uc, context])
+
+    def _combine(self, out):
+        eps_u, eps_c = out.chunk(2)
+        return eps_u + self.scale * (eps_c - eps_u)
+
+    def __call__(self, x, t, context):
+        _check_batch(x, context)
+        if self.scale == 1.0:
+            return self.unet(x, t, context=context)
+        x2, t2, c2 = self._double(x, t, context)
+        return self._combine(self.unet(x2, t2, context=c2))
+
+    def forward_full(self, x, t, branch, context):
+        _check_batch(x, context)
+        if self.scale == 1.0:
+            return self.unet.forward_full(x, t, branch=branch, context=context)
+        x2, t2, c2 = self._double(x, t, context)
+        out, cached = self.unet.forward_full(x2, t2, branch=branch, context=c2)
+        return self._combine(out), cached
+
+    def forward_partial(self, x, t, cached, branch, context):
+        _check_batch(x, context)
+        if self.scale == 1.0:
+            return self.unet.forward_partial(x, t, cached, branch=branch, context=context)
+        x2, t2, c2 = self._double(x, t, context)
+        return self._combine(self.unet.forward_partial(x2, t2, cached, branch=branch, context=c2))
+
+
+def _check_batch(x, context):
+    if context.shape[0] != x.shape[0]:
+        raise UserError(f"{context.shape[0]} conditioning rows for a batch of {x.shape[0]}: give one label per image")

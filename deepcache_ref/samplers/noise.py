@@ -1,0 +1,30 @@
+"""Per-image random numbers: one generator per sample, as in NVlabs/edm."""
+
+import torch
+
+from ..errors import UserError
+
+MAX_SEED = (1 << 63) - 1  # seeds are distinct generator states up to here
+
+
+class PerImageRNG:
+    """One `torch.Generator` per image, seeded by that image's seed.
+
+    An image's noise never depends on the other images of its batch, so a sample is a function of
+    (checkpoint, settings, seed) only. `randn_like` is a valid `noise_fn` for the samplers.
+    """
+
+    def __init__(self, seeds, device="cpu"):
+        self.device = torch.device(device)
+        seeds = [int(s) for s in seeds]
+        bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise UserError(f"seed {bad[0]} is out of range: seeds are integers in 0..{MAX_SEED} (2^63 - 1)")
+        self.generators = [torch.Generator(self.device).manual_seed(s) for s in seeds]
+
+    def randn(self, shape, dtype=torch.float32):
+        """[len(seeds), *shape[1:]] standard normal, image i drawn from generator i."""
+        return torch.stack([torch.randn(shape[1:], generator=g, device=self.device, dtype=dtype) for g in self.generators])
+
+    def randn_like(self, x):
+        return self.randn(x.shape, dtype=x.dtype)

@@ -1,0 +1,133 @@
+"""DDIM, PLMS and ancestral DDPM samplers with DeepCache, as pure functions.
+
+Mirrors ermongroup/ddim `functions/denoising.py` (DDIM `generalized_steps`, `ddpm_steps`) and
+CompVis latent-diffusion `models/diffusion/{ddim,plms}.py`, written for any denoiser that follows
+the U-Net contract:
+
+    eps = unet(x, t, **model_kwargs)                      # t: [B] training timesteps
+    eps, cached = unet.forward_full(x, t, branch=k, **model_kwargs)
+    eps = unet.forward_partial(x, t, cached, branch=k, **model_kwargs)
+
+Each run calls the U-Net through a `CacheExecutor`, which owns the step index and the cached
+feature: nothing is stored on the model between calls. A `CacheSchedule` says which steps are full;
+`None` or `interval=1` gives the uncached sampler bit for bit. Sampling runs without autograd, as
+in CompVis. Each sampler is registered, with its options, in `registry.py`.
+"""
+
+import math
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from .cache import CacheExecutor
+from .schedules import sampler_steps
+
+
+def _check_eta(eta):
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0 <= eta <= 1):
+        raise UserError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise), got {eta!r}")
+
+
+def _need_noise(noise_fn, why):
+    if noise_fn is None:
+        raise UserError(f"{why} needs noise: pass noise_fn, e.g. samplers.PerImageRNG(seeds).randn_like")
+
+
+def _ddim_update(x, eps, a_t, a_prev, eta, noise_fn):
+    """One DDIM step (DDIM paper eq. 12); returns (x_prev, x0_pred)."""
+    x0_pred = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+    x_prev = math.sqrt(a_prev) * x0_pred + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
+    if eta > 0:
+        x_prev = x_prev + sigma * noise_fn(x)
+    return x_prev, x0_pred
+
+
+@torch.no_grad()
+def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, final_alpha_cumprod=1.0,
+                model_kwargs=None, noise_fn=None, callback=None, progress=False):
+    """DDIM (Song et al. 2021) from x_T [B,C,H,W] over ascending `timesteps`; returns x_0.
+
+    `alphas_cumprod` [T] is alpha_bar_t; `final_alpha_cumprod` is alpha_bar after the last step
+    (1.0 for the DDPM code, alphas_cumprod[0] for CompVis LDM). `eta > 0` draws `noise_fn(x)` once
+    per step. `callback` gets {i, t, x, x0_pred, full} after each step.
+    """
+    _check_eta(eta)
+    if eta > 0:
+        _need_noise(noise_fn, "eta > 0")
+    steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
+    eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
+    x = x_T
+    for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
+        eps, full = eps_fn(x, i)
+        x, x0_pred = _ddim_update(x, eps, a_t, a_prev, eta, noise_fn)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
+    return x
+
+
+@torch.no_grad()
+def plms_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, final_alpha_cumprod=1.0,
+                model_kwargs=None, noise_fn=None, callback=None, progress=False):
+    """PLMS (pseudo linear multistep, Liu et al. 2022, as in CompVis `plms.py`); returns x_0.
+
+    Step 0 is a pseudo improved Euler step that calls the model twice: at t_0 on x, and at t_1 on
+    the provisional DDIM update. That second call is scheduled as step 1, whose timestep it
+    evaluates: it is full when step 1 is full (so `interval=1` is the uncached sampler), and
+    otherwise a partial call on step 0's cached feature (it never refreshes the cache). Later steps
+    use Adams-Bashforth on the stored eps of earlier steps. S steps cost S + 1 model calls.
+    """
+    if eta != 0:
+        raise UserError("PLMS is deterministic: eta must be 0")
+    steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
+    eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
+    x, old_eps = x_T, []
+    for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
+        eps, full = eps_fn(x, i)
+        if not old_eps:  # pseudo improved Euler
+            j = min(i + 1, len(steps) - 1)
+            x_provisional, _ = _ddim_update(x, eps, a_t, a_prev, 0.0, None)
+            eps_next, _ = eps_fn(x_provisional, j)
+            eps_prime = (eps + eps_next) / 2
+        elif len(old_eps) == 1:
+            eps_prime = (3 * eps - old_eps[-1]) / 2
+        elif len(old_eps) == 2:
+            eps_prime = (23 * eps - 16 * old_eps[-1] + 5 * old_eps[-2]) / 12
+        else:
+            eps_prime = (55 * eps - 59 * old_eps[-1] + 37 * old_eps[-2] - 9 * old_eps[-3]) / 24
+        x, x0_pred = _ddim_update(x, eps_prime, a_t, a_prev, 0.0, None)
+        old_eps = (old_eps + [eps])[-3:]
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
+    return x
+
+
+@torch.no_grad()
+def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", cache=None,
+                final_alpha_cumprod=1.0, model_kwargs=None, noise_fn=None, callback=None, progress=False):
+    """Ancestral sampling (Ho et al. 2020) over ascending `timesteps`; returns x_0.
+
+    With beta_t = 1 - alpha_bar_t / alpha_bar_prev (the true beta on the full 1000-step chain):
+    x0_pred is clipped to [-1, 1], the posterior mean is used, and the variance is beta_t
+    (`fixedlarge`, ermongroup/ddim's `ddpm_noisy`) or the posterior variance
+    beta_t (1 - alpha_bar_prev) / (1 - alpha_bar_t) (`fixedsmall`). No noise is added at t = 0.
+    `noise_fn(x)` is drawn once per step, the last included.
+    """
+    if var_type not in ("fixedlarge", "fixedsmall"):
+        raise UserError(f"unknown var_type {var_type!r} (fixedlarge | fixedsmall)")
+    _need_noise(noise_fn, "ancestral sampling")
+    steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
+    eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
+    x = x_T
+    for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
+        eps, full = eps_fn(x, i)
+        beta = 1 - a_t / a_prev
+        x0_pred = (math.sqrt(1 / a_t) * x - math.sqrt(1 / a_t - 1) * eps).clamp(-1, 1)
+        mean = (math.sqrt(a_prev) * beta * x0_pred + math.sqrt(1 - beta) * (1 - a_prev) * x) / (1 - a_t)
+        var = beta if var_type == "fixedlarge" else beta * (1 - a_prev) / (1 - a_t)
+        noise = noise_fn(x)
+        x = mean + noise * math.sqrt(var) if t > 0 else mean
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
+    return x
