@@ -1,22 +1,23 @@
 """The model families, one registry, and the family-agnostic way to a config and a model.
 
 `FAMILIES` lists one `ModelFamily` object per family (the protocol is `core/family.py`'s
-docstring); nothing above this file names a family. A config is found as follows: a bare name
-(`cifar10`, `cifar10.yaml`) is a bundled config of some family; anything that looks like a path is
-used as it is (a YAML file, or a diffusers folder) and must exist.
+docstring); nothing above this file names a family. A config is what you name: a file or folder
+that exists is used as it is (a YAML file, or a diffusers folder); otherwise a bare name (`cifar10`,
+`cifar10.yaml`: no `/`, no leading `.`) is a bundled config of some family, and anything else is a
+path that does not exist, which is an error.
 """
 
 from pathlib import Path
 
 from .catalogue import DIFFUSERS_REPOS, downloadable
-from .core.checkpoint import BUNDLED, CHECKPOINTS, check_file
+from .core.checkpoint import BUNDLED, check_file, checkpoint_root
 from .core.config import read_yaml
 from .ddpm import FAMILY as DDPM
 from .ddpm.diffusers import WEIGHTS, is_folder, weights_file
 from .errors import CheckpointError, ConfigError, UserError
 from .ldm import FAMILY as LDM
 
-FAMILIES = (DDPM, LDM)
+FAMILIES = (LDM, DDPM)  # in order: a config belongs to the first that recognises it; DDPM takes the rest
 
 
 def family_of(cfg):
@@ -24,7 +25,7 @@ def family_of(cfg):
     for family in FAMILIES:
         if type(cfg) is family.config_type:
             return family
-    raise UserError(f"not a config of a known model family: {type(cfg).__name__}")
+    raise TypeError(f"not a config of a known model family: {type(cfg).__name__} (use deepcache_ref.load_config)")
 
 
 def _bundled(name):
@@ -65,7 +66,7 @@ def load_config(name_or_path, overrides=()):
         repo = next((r for r in DIFFUSERS_REPOS if text.rstrip("/").endswith(r)), None)
         if repo:
             raise ConfigError(f"diffusers folder {text} not found: run `python scripts/download.py {repo}` "
-                              f"(it writes {CHECKPOINTS / repo})")
+                              f"(it writes {checkpoint_root() / repo})")
         raise ConfigError(f"config file {text} not found (a bare name like `digits` is a bundled config)")
     data = read_yaml(path)
     family = next(f for f in FAMILIES if f.recognises(path, data))
@@ -84,7 +85,7 @@ def checkpoint_file(cfg, ckpt=None, ckpt_root=None):
     if ckpt is not None:
         check_file(ckpt)
         return Path(ckpt)
-    path = (BUNDLED if c.bundled else Path(ckpt_root or CHECKPOINTS)) / c.file
+    path = (BUNDLED if c.bundled else Path(ckpt_root or checkpoint_root())) / c.file
     if is_folder(path.parent) and path.name in WEIGHTS:
         path = weights_file(path.parent)  # a diffusers folder: .safetensors, else .bin
     try:
@@ -98,7 +99,7 @@ def checkpoint_file(cfg, ckpt=None, ckpt_root=None):
 
 def load_model(config, ckpt=None, *, ckpt_root=None, overrides=(), device="cpu"):
     """The model of `config` (a bare name, a path or a loaded config) in eval mode, with its weights:
-    `ckpt`, or the config's checkpoint under `ckpt_root` (default `core.checkpoint.CHECKPOINTS`).
+    `ckpt`, or the config's checkpoint under `ckpt_root` (default `core.checkpoint.checkpoint_root()`).
     `deepcache_ref.load_model("digits")` is the built-in model."""
     cfg = load_config(config, overrides) if isinstance(config, (str, Path)) else config
     if overrides and cfg is config:

@@ -47,7 +47,7 @@ class FastPath:
                         + ["graph"] * self.cuda_graph)
 
     def check(self, device, sampling=None):
-        """ValueError if this combination cannot run on `device` with `sampling`, before any work."""
+        """UserError if this combination cannot run on `device` with `sampling`, before any work."""
         if self.cuda_graph and torch.device(device).type != "cuda":
             raise UserError(f"CUDA graphs need a CUDA device, not {device}")
         if self.cuda_graph and sampling is not None and not sampler(sampling.sampler).graphable(sampling):

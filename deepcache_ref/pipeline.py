@@ -7,9 +7,10 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .fast import FastPath
 from .families import family_of
+from .fast import FastPath
 from .samplers import SAMPLERS, CacheSchedule, GraphedRun, PerImageRNG, sampler
+from .samplers.registry import all_options
 
 
 def cache_schedule(s):
@@ -29,16 +30,17 @@ def _finite(name, value):
 
 def check_sampling(model, s, classes=None):
     """Every value of sampling section `s` checked against `model` (one on `meta` is enough) before
-    any work; returns (timesteps, full steps). Raises ValueError naming the setting."""
+    any work; returns (timesteps, full steps). Raises UserError naming the setting."""
     spec = sampler(s.sampler)
-    if s.sampler not in family_of(model.config).samplers:
+    if not family_of(model.config).supports(s.sampler):
         raise UserError(f"sampler {s.sampler} does not apply to {model.config.name or 'this model'}")
-    for option in {o.key: o for other in SAMPLERS.values() for o in other.options}.values():
+    own = {o.key: o for o in spec.options}
+    for option in all_options():  # its own options checked; another sampler's left at their defaults
         value = getattr(s, option.key)
-        if option in spec.options:
-            option.validate(value)
+        if option.key in own:
+            own[option.key].validate(value)
         elif value != option.default:
-            owners = [name for name, other in SAMPLERS.items() if option in other.options]
+            owners = [name for name, other in SAMPLERS.items() if option.key in {o.key for o in other.options}]
             raise UserError(f"sampling.{option.key} applies to the {' / '.join(owners)} sampler only; {s.sampler} "
                             f"needs sampling.{option.key}={option.default} (got {value})")
     if not isinstance(s.batch_size, int) or s.batch_size < 1:
@@ -116,7 +118,7 @@ class Pipeline:
             x_T = x_T.contiguous(memory_format=torch.channels_last)
         cache = cache_schedule(s) if cache is None else cache
         labels = class_labels(seeds, classes, self.model.num_classes)
-        denoiser, kwargs = self.model.denoiser(labels, getattr(s, "scale", 1.0))
+        denoiser, kwargs = self.model.denoiser(labels, s.scale if family_of(self.model.config).guidance else 1.0)
         model_kwargs = kwargs.pop("model_kwargs", {})
         if wrap is not None:
             denoiser = wrap(denoiser)

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from deepcache_ref import FastPath, Pipeline, build_model, check_sampling, load_config, load_model
+from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.benchmark import macs_per_branch, report, rows_for_variant
-from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
 from deepcache_ref.fast import resolve_device
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
 from deepcache_ref.runs.files import check_outdir
 from deepcache_ref.runs.versions import device_name
-from deepcache_ref.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ import sys
 
 from deepcache_ref import FastPath
 from deepcache_ref.evaluation.fast_paths import check_fast_paths
-from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
 from deepcache_ref.fast import resolve_device
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
 from deepcache_ref.runs.files import write_json
 from deepcache_ref.runs.versions import device_name
 

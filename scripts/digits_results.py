@@ -15,10 +15,10 @@ import torch
 
 from deepcache_ref import Pipeline, build_model, load_config, load_model
 from deepcache_ref.evaluation.benchmark import macs_per_branch, rows_for_variant
-from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
 from deepcache_ref.evaluation.fid import fd_pix, feature_statistics, frechet_distance, pixel_vectors
-from deepcache_ref.runs.files import write_json, write_png, write_text
 from deepcache_ref.pipeline import make_grid
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
+from deepcache_ref.runs.files import write_json, write_png, write_text
 from deepcache_ref.runs.versions import device_name, versions
 from deepcache_ref.samplers import CacheSchedule
 

@@ -12,17 +12,18 @@ running the same command; a file that fails its check is deleted.
 
 import sys
 
-from deepcache_ref.core.checkpoint import CHECKPOINTS
+from deepcache_ref.core.checkpoint import checkpoint_root
+from deepcache_ref.errors import UserError
 from deepcache_ref.runs.cli import ArgumentParser, run
 from deepcache_ref.runs.download import NAMES, fetch, remotes
 from deepcache_ref.runs.files import check_outdir
-from deepcache_ref.errors import UserError
 
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="+", metavar="NAME", help=", ".join(NAMES))
-    p.add_argument("--root", default=str(CHECKPOINTS), help="where the files go (default: checkpoints/)")
+    p.add_argument("--root", default=str(checkpoint_root()),
+                   help="where the files go (default: $DEEPCACHE_CHECKPOINTS, else the checkout's checkpoints/)")
     p.add_argument("--url", help="another source for one NAME (a mirror, a local server; a folder URL for a repo)")
     args = p.parse_args(argv)
     if args.url and len(args.names) != 1:

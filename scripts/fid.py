@@ -12,14 +12,14 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-
-from deepcache_ref.core.checkpoint import CHECKPOINTS
-from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
+from deepcache_ref.catalogue import INCEPTION_NAME
+from deepcache_ref.core.checkpoint import checkpoint_root
+from deepcache_ref.errors import UserError
+from deepcache_ref.evaluation.fid import frechet_distance, load_inception, statistics_of
 from deepcache_ref.fast import resolve_device
-from deepcache_ref.evaluation.fid import WEIGHTS_NAME, frechet_distance, load_inception, statistics_of
+from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
 from deepcache_ref.runs.files import check_outdir, write_json, write_npz
 from deepcache_ref.runs.versions import versions
-from deepcache_ref.errors import UserError
 
 
 def main(argv=None):
@@ -27,7 +27,7 @@ def main(argv=None):
     p.add_argument("samples", help="folder or npz of images, or npz statistics")
     p.add_argument("reference", nargs="?", help="folder or npz of images, or npz statistics")
     p.add_argument("--save-stats", help="write the statistics of `samples` (pytorch-fid npz: mu, sigma)")
-    p.add_argument("--inception-weights", default=str(CHECKPOINTS / WEIGHTS_NAME), help=f"local {WEIGHTS_NAME}")
+    p.add_argument("--inception-weights", default=str(checkpoint_root() / INCEPTION_NAME), help=f"local {INCEPTION_NAME}")
     p.add_argument("--dims", type=int, default=2048, choices=[64, 192, 768, 2048])
     p.add_argument("--batch-size", type=positive_int, default=50)
     p.add_argument("--device", help="default: cuda if available, else cpu")

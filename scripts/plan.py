@@ -12,16 +12,15 @@ Writes <out>.md (the frontier, the best of each method at --targets, the recomme
 import sys
 from pathlib import Path
 
-
 from deepcache_ref import Pipeline, SeedRanges, build_model, check_sampling, load_config, load_model
-from deepcache_ref.evaluation.calibrate import save_schedule
-from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
-from deepcache_ref.fast import resolve_device
-from deepcache_ref.evaluation.fid import fd_pix, pixel_vectors
-from deepcache_ref.runs.files import check_outdir, write_json, write_text
-from deepcache_ref.evaluation.plan import candidates, frontier, measure, pick
-from deepcache_ref.runs.versions import device_name, versions
 from deepcache_ref.errors import UserError
+from deepcache_ref.evaluation.calibrate import save_schedule
+from deepcache_ref.evaluation.fid import fd_pix, pixel_vectors
+from deepcache_ref.evaluation.plan import candidates, frontier, measure, pick
+from deepcache_ref.fast import resolve_device
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
+from deepcache_ref.runs.files import check_outdir, write_json, write_text
+from deepcache_ref.runs.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
 

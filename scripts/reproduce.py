@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deepcache_ref.runs.cli import ArgumentParser, run
 from deepcache_ref.errors import UserError
+from deepcache_ref.runs.cli import ArgumentParser, run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,9 +71,16 @@ def plan(table, args):
     return steps
 
 
+def read_json(path, key):
+    try:
+        return json.loads(Path(path).read_text())[key]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a {key} record of this project ({e}); move it away or rerun its step") from None
+
+
 def read_fid(folder):
     if (folder / "fid.json").exists():
-        return json.loads((folder / "fid.json").read_text())["fid"]
+        return read_json(folder / "fid.json", "fid")
     if (folder / "adm_eval.txt").exists():
         found = re.search(r"FID:\s*([0-9.]+)", (folder / "adm_eval.txt").read_text())
         return float(found.group(1)) if found else None
@@ -87,7 +94,7 @@ def collect(table, outdir):
         bench = out / f"{config}-benchmark.json"
         speed = {}
         if bench.exists():
-            speed = {r["N"]: r["speedup"] for r in json.loads(bench.read_text())["rows"] if r["method"] == "DeepCache"}
+            speed = {r["N"]: r["speedup"] for r in read_json(bench, "rows") if r["method"] == "DeepCache"}
         speed[1] = 1.0
         for n, (fid_paper, speed_paper) in rows.items():
             fid = read_fid(out / f"{config}-N{n}")

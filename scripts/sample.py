@@ -22,17 +22,18 @@ from tqdm import tqdm
 
 from deepcache_ref import (FastPath, Pipeline, SeedRanges, build_model, check_sampling, checkpoint_file, class_labels,
                            load_config, load_model)
+from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.calibrate import load_schedule
+from deepcache_ref.fast import COMPILE_MODES, PRECISIONS, resolve_device
+from deepcache_ref.pipeline import make_grid
 from deepcache_ref.runs.cli import EXIT_ERROR, EXIT_STOPPED, ArgumentParser, positive_int, run
 from deepcache_ref.runs.distributed import Ranks
-from deepcache_ref.fast import COMPILE_MODES, PRECISIONS, resolve_device
-from deepcache_ref.runs.files import check_outdir, image_ok, image_path, remove_stale_temps, write_json, write_npz, write_png
-from deepcache_ref.pipeline import make_grid
-from deepcache_ref.samplers import SAMPLERS
-from deepcache_ref.samplers.registry import all_options
+from deepcache_ref.runs.files import (check_outdir, image_ok, image_path, remove_stale_temps, write_json, write_npz,
+                                      write_png)
 from deepcache_ref.runs.record import check_settings, default_outdir, fingerprint, record_settings, run_settings
 from deepcache_ref.runs.versions import device_name, versions
-from deepcache_ref.errors import UserError
+from deepcache_ref.samplers import SAMPLERS
+from deepcache_ref.samplers.registry import all_options
 
 REPO = Path(__file__).resolve().parent.parent
 NPZ_LIMIT = 64 << 30  # bytes of images that --npz may hold in memory
@@ -166,7 +167,8 @@ def main(argv=None):
         torch.cuda.set_device(device)
     s = cfg.sampling  # a signal that came before now stops every rank in the first round below
     if ranks.rank == 0:
-        print(f"{cfg.name}: {s.sampler}, {len(timesteps)} steps, eta {s.eta}, cache N={s.cache_interval} "
+        options = "".join(f", {k} {v}" for k, v in SAMPLERS[s.sampler].option_values(s).items())
+        print(f"{cfg.name}: {s.sampler}, {len(timesteps)} steps{options}, cache N={s.cache_interval} "
               f"branch {s.cache_branch} ({s.cache_schedule}); {seeds.count:,} seeds -> {outdir}", file=sys.stderr)
         print(f"timesteps (visited high to low): {timesteps[::-1]}", file=sys.stderr)
         print(f"full steps: {full_steps}", file=sys.stderr)

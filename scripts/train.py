@@ -6,7 +6,7 @@
 eps-prediction MSE (summed over pixels, as the original), antithetic timestep pairs, Adam with
 linear warm-up, gradient clipping and an EMA of the weights. The workdir holds `ckpt.pth` in
 ermongroup/ddim's layout `[model_state ("module."), optimizer_state, epoch, step, ema_state]` plus
-a sixth entry with the data order and random states (for an exact resume) and `ema.ckpt`, the EMA weights as a plain state dict (what `checkpoints/` ships).
+a sixth entry with the data order and random states (for an exact resume) and `ema.ckpt`, the EMA weights as a plain state dict (what the package ships for `digits`).
 A run is deterministic for a given seed, resumption included.
 """
 
@@ -74,7 +74,7 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     cfg = deepcache_ref.load_config(args.config, args.overrides)
-    if family_of(cfg).name != "ddpm":
+    if family_of(cfg) is not ddpm.FAMILY:
         raise UserError(f"train.py trains DDPM configs; {args.config} is an {family_of(cfg).name} config")
     t = cfg.training
     total = args.steps or t.num_steps
@@ -103,13 +103,14 @@ def main(argv=None):
             model.load_state_dict({k.removeprefix("module."): v for k, v in state[0].items()})
             ema.load_state_dict(state[4])
             opt.load_state_dict(state[1])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{ckpt} does not fit the `{cfg.name}` config ({str(e).strip().splitlines()[0]}): "
+            epoch, step = state[2], state[3]
+            rng.set_state(state[5]["data"])
+            torch.set_rng_state(state[5]["torch"])
+            order, pos = state[5]["order"], int(state[5]["pos"])
+        except (RuntimeError, ValueError, KeyError, IndexError, TypeError) as e:
+            raise CheckpointError(f"{ckpt} does not fit the `{cfg.name}` config or was not written by train.py "
+                                  f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): "
                                   "move it away or give another --workdir") from None
-        epoch, step = state[2], state[3]
-        rng.set_state(state[5]["data"])
-        torch.set_rng_state(state[5]["torch"])
-        order, pos = state[5]["order"], int(state[5]["pos"])
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
-import deepcache_ref
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
 import torch
+
+import deepcache_ref
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -55,8 +56,6 @@ def _no_grad():
 
 def tiny_ldm():
     """The tiny LDM of the fixtures, loaded from its Lightning-style checkpoint."""
-    from deepcache_ref import ldm
-
     return deepcache_ref.load_model(FIXTURES / "ldm/tiny_config.yaml", FIXTURES / "ldm/tiny_ldm.ckpt")
 
 

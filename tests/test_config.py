@@ -38,3 +38,27 @@ def test_overrides_and_their_errors():
 def test_unknown_config_name_lists_the_known_ones():
     with pytest.raises(ConfigError, match="cifar10.*lsun_church"):
         load_config("lsun_churhc")
+
+
+def test_a_config_is_what_you_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="config file some/dir/cifar10.yaml not found"):
+        load_config("some/dir/cifar10.yaml")  # a path that does not exist is never the bundled cifar10
+    (tmp_path / "cifar10").mkdir()
+    with pytest.raises(ConfigError, match="not a diffusers UNet2DModel folder.*config.json and scheduler_config.json"):
+        load_config("cifar10")  # a folder of that name here is what was named
+    (tmp_path / "digits.yaml").write_text((CONFIG_DIR / "digits.yaml").read_text().replace("steps: 100", "steps: 7"))
+    assert load_config("digits.yaml").sampling.steps == 7 and load_config("digits").sampling.steps == 100
+    with pytest.raises(ConfigError, match="no config given"):
+        load_config("")
+
+
+def test_the_families_registry_reads_each_yaml_by_its_form(tmp_path):
+    from deepcache_ref.families import FAMILIES, family_of
+
+    assert family_of(load_config("cin256-v2")).name == "ldm" and family_of(load_config("digits")).name == "ddpm"
+    odd = tmp_path / "odd.yaml"
+    odd.write_text("model: 5\n")  # neither form: the DDPM schema names the bad key
+    with pytest.raises(ConfigError, match="odd.yaml"):
+        load_config(odd)
+    assert [f.name for f in FAMILIES][-1] == "ddpm"  # the family that takes what no other claims comes last

@@ -5,17 +5,15 @@ CUDA graph replays the sampling loop (on a GPU) and impossible settings are refu
 
 import pytest
 import torch
-
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from conftest import tiny_ddpm, tiny_ldm
+from deepcache_ref import FastPath
 from deepcache_ref.ddpm import DDPMConfig
 from deepcache_ref.ddpm.model import alphas_cumprod
-from deepcache_ref.samplers import CacheSchedule, ClassifierFreeGuidance, GraphedRun, ddim_sample, make_timesteps
-
-from deepcache_ref import FastPath
 from deepcache_ref.evaluation.fast_paths import check_fast_paths
+from deepcache_ref.samplers import CacheSchedule, ClassifierFreeGuidance, GraphedRun, ddim_sample, make_timesteps
 
 ALPHAS = alphas_cumprod(DDPMConfig().diffusion)
 
@@ -56,6 +54,7 @@ def test_compiled_passes_are_static_graphs_and_match_eager(kind):
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_reduced_precision_and_channels_last_match_eager_fp32(tmp_path):
     cfg = tmp_path / "t2.yaml"
     cfg.write_text("name: t2\nmodel: {ch: 32, ch_mult: [1, 2, 2], num_res_blocks: 2, attn_resolutions: [8],"

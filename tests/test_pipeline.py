@@ -1,7 +1,6 @@
 """The library pipeline: family objects, one sampling path, fingerprints, lazy seeds, atomic files,
 gloo bookkeeping."""
 
-import deepcache_ref
 import os
 import resource
 from dataclasses import replace
@@ -11,12 +10,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from deepcache_ref import ddpm
+import deepcache_ref
 from conftest import tiny_ldm
-from deepcache_ref import FastPath, Pipeline, SeedRanges, build_model, check_sampling, load_config
-from deepcache_ref.runs.record import first_difference
+from deepcache_ref import FastPath, Pipeline, SeedRanges, build_model, check_sampling, ddpm, load_config
 from deepcache_ref.runs.files import NoSpaceError, create_exclusive, image_ok, remove_stale_temps, temp_path, write_png
-from deepcache_ref.runs.record import default_outdir, run_settings
+from deepcache_ref.runs.record import default_outdir, first_difference, run_settings
 from deepcache_ref.samplers import CacheSchedule, DiffusionModel, PerImageRNG, ddim_sample, ddpm_sample, make_timesteps
 
 
@@ -165,6 +163,7 @@ def _rank(rank, port, device_name, results):
     ranks.close()
 
 
+@pytest.mark.slow
 def test_bookkeeping_runs_on_gloo_with_cpu_tensors_whatever_the_sampling_device():
     """The collectives take CPU tensors on a gloo group, which accepts them, also for CUDA runs:
     NCCL (which refuses CPU tensors) is never used."""

@@ -1,9 +1,9 @@
 """Reading checkpoint files safely (never unpickling code), with errors a user can act on, and
 where checkpoints live.
 
-`CHECKPOINTS` is where downloaded weights go and are looked for (`checkpoint.file` of a config is
-relative to it): `$DEEPCACHE_CHECKPOINTS` when set, else the `checkpoints/` folder of the source
-checkout this package runs from, else `./checkpoints`. `BUNDLED` holds the weights that ship inside
+`checkpoint_root()` is where downloaded weights go and are looked for (`checkpoint.file` of a
+config is relative to it): `$DEEPCACHE_CHECKPOINTS` when set, else the `checkpoints/` folder of the
+source checkout this package runs from, else `./checkpoints`; it is read at each use. `BUNDLED` holds the weights that ship inside
 the package (the built-in digits model; configs say `checkpoint.bundled: true`).
 """
 
@@ -25,16 +25,14 @@ log = logging.getLogger(__name__)
 BUNDLED = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
-def _default_root():
+def checkpoint_root():
+    """The folder that configs' checkpoint files are relative to (see the module docstring)."""
     if os.environ.get("DEEPCACHE_CHECKPOINTS"):
         return Path(os.environ["DEEPCACHE_CHECKPOINTS"]).resolve()
     checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").is_file() and (checkout / "checkpoints").is_dir():
         return checkout / "checkpoints"
     return Path.cwd() / "checkpoints"
-
-
-CHECKPOINTS = _default_root()
 
 
 def md5sum(path):

@@ -5,7 +5,6 @@ An unknown or mistyped key is an error that names the key and the file.
 """
 
 from dataclasses import dataclass, make_dataclass
-from pathlib import Path
 from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -31,30 +30,24 @@ class _SamplingBase:
 
 # The `sampling:` section: the keys above plus every sampler's own options (`eta` of ddim,
 # `solver_order` of dpm++, ...), taken from the sampler registry.
-SamplingConfig = make_dataclass("SamplingConfig", [(o.key, o.type, o.default) for o in all_options()],
-                                bases=(_SamplingBase,), namespace={"__module__": __name__})
+def _option_fields():
+    fields = [(o.key, o.type, o.default) for o in all_options()]
+    clash = [key for key, _, default in fields if key in _SamplingBase.__dataclass_fields__ or default is None]
+    assert not clash, f"sampler options must have new keys and non-None defaults: {clash}"
+    return fields
+
+
+SamplingConfig = make_dataclass("SamplingConfig", _option_fields(), bases=(_SamplingBase,),
+                                namespace={"__module__": __name__})
 
 
 @dataclass
 class CheckpointConfig:
-    file: str = ""                  # path under the checkpoints root (deepcache_ref.core.checkpoint.CHECKPOINTS)
+    file: str = ""                  # path under the checkpoints root (deepcache_ref.core.checkpoint.checkpoint_root())
     bundled: bool = False           # the file ships inside the package (deepcache_ref/checkpoints/)
     md5: Optional[str] = None       # expected md5; null skips the check (own checkpoints)
     size: Optional[int] = None      # expected size in bytes; null skips the check
     source: str = ""                # where to download it
-
-
-def find_config(name_or_path, config_dir):
-    """A config file by path, or by bare name in `config_dir` (with or without `.yaml`)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    stem = path.name[: -len(".yaml")] if path.name.endswith(".yaml") else path.name
-    candidate = Path(config_dir) / f"{stem}.yaml"
-    if candidate.is_file():
-        return candidate
-    known = ", ".join(sorted(p.stem for p in Path(config_dir).glob("*.yaml")))
-    raise ConfigError(f"config {str(name_or_path)!r} not found (neither a file nor a name among: {known})")
 
 
 def load_structured(data, schema, overrides=(), source="config"):

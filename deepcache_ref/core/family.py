@@ -12,18 +12,16 @@ nothing above `families.py` ever names a family. Its object answers:
   allocates nothing), whose `.unet` follows the U-Net contract;
 * `load_weights(model, path)`: the checkpoint at `path` (existence, size and md5 already checked)
   read safely into `model`, strictly;
-* `samplers`: the sampler names it supports; `guidance`: whether its sampling section has a
-  classifier-free guidance `scale`.
+* `samplers`: the sampler names it supports (None: all of them); `guidance`: whether its sampling
+  section has a classifier-free guidance `scale` that the pipeline applies.
 """
-
-from ..samplers.registry import SAMPLERS
 
 
 class ModelFamily:
     name = ""
     config_type = None
     config_dir = None
-    samplers = tuple(SAMPLERS)
+    samplers = None  # None: every registered sampler; else a tuple of names
     guidance = False
 
     def recognises(self, path, data):
@@ -37,6 +35,9 @@ class ModelFamily:
 
     def load_weights(self, model, path):
         raise NotImplementedError
+
+    def supports(self, sampler_name):
+        return self.samplers is None or sampler_name in self.samplers
 
     def bundled_configs(self):
         return sorted(self.config_dir.glob("*.yaml"))

@@ -7,6 +7,7 @@ from typing import List
 
 from ..core.config import CheckpointConfig, SamplingConfig, load_structured, read_yaml
 from ..errors import ConfigError
+from . import diffusers
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -79,8 +80,6 @@ def check_supported(cfg, source="config"):
 def load_config(path, overrides=()):
     """A validated `DDPMConfig` from a YAML file or a diffusers `UNet2DModel` folder, plus `key=value`
     overrides (finding a config by name is `deepcache_ref.load_config`'s job)."""
-    from . import diffusers
-
     path = Path(path)
     data = diffusers.config_dict(path) if path.is_dir() else read_yaml(path)
     cfg = load_structured(data, DDPMConfig, overrides, source=str(path))

@@ -83,6 +83,8 @@ def config_dict(folder):
     attn = [t.startswith("Attn") for t in down]
     if [t.startswith("Attn") for t in reversed(up)] != attn:
         raise ConfigError(f"{path}: up_block_types do not mirror down_block_types (attention at other levels)")
+    if not chans or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in chans):
+        raise ConfigError(f"{path}: block_out_channels must be a non-empty list of positive integers, got {chans}")
     ch = chans[0]
     if any(c % ch for c in chans):
         raise ConfigError(f"{path}: block_out_channels {chans} are not multiples of the first")

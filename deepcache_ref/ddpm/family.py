@@ -9,7 +9,7 @@ from .model import build_model, known_unets
 
 class DDPMFamily(ModelFamily):
     """Ho et al. DDPMs in pixel space: our YAMLs (`model:` of `ch`, `ch_mult`, ...) and diffusers
-    `UNet2DModel` folders."""
+    `UNet2DModel` folders. Listed last in `FAMILIES`: it takes any YAML that no other family claims."""
 
     name = "ddpm"
     config_type = DDPMConfig
@@ -18,8 +18,7 @@ class DDPMFamily(ModelFamily):
     def recognises(self, path, data):
         if data is None:
             return diffusers.is_folder(path)
-        model = data.get("model", {}) or {}
-        return "target" not in model and "params" not in model
+        return True  # the last family: a YAML no other family claims (see families.FAMILIES)
 
     def load_config(self, path, overrides=()):
         return load_config(path, overrides)

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import UserError
 from ..runs.files import write_json
-from ..samplers import SAMPLERS, CacheSchedule
+from ..samplers import SAMPLERS, CacheSchedule, sampler
 
 
 class _Recorder:
@@ -142,7 +142,7 @@ def calibrated_schedule(pipe, sampling, seeds, num_full, branch, max_gap=None, e
 def save_schedule(path, sampling, cache, report=None):
     """A schedule file for `sample.py --cache-file`: the full steps and the settings they were made for."""
     return write_json(path, {"sampler": sampling.sampler, "steps": sampling.steps, "skip_type": sampling.skip_type,
-                             "solver_order": sampling.solver_order, "cache_branch": cache.branch,
+                             **sampler(sampling.sampler).option_values(sampling), "cache_branch": cache.branch,
                              "cache_full_steps": list(cache.explicit_steps), "calibration": report or {}})
 
 
@@ -151,13 +151,17 @@ def load_schedule(path, sampling):
     try:
         data = json.loads(Path(path).read_text())
         steps = [int(i) for i in data["cache_full_steps"]]
+        branch = int(data["cache_branch"])
         made_for = {k: data[k] for k in ("sampler", "steps", "skip_type")}
+        made_for.update({k: data[k] for k in sampler(sampling.sampler).option_values(sampling) if k in data})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"--cache-file {path}: not a schedule file of plan.py / calibrate ({e})") from None
+    if not steps:
+        raise UserError(f"--cache-file {path}: cache_full_steps is empty (it must hold step 0)")
     for key, value in made_for.items():
         if getattr(sampling, key) != value:
             raise UserError(f"--cache-file {path} was made for sampling.{key}={value}, this run has "
                              f"{getattr(sampling, key)}: use the same setting or another schedule")
     interval = max(1, round(sampling.steps / len(steps)))  # for the folder name: the mean interval
     return ["sampling.cache_schedule=explicit", f"sampling.cache_full_steps={steps}",
-            f"sampling.cache_branch={int(data['cache_branch'])}", f"sampling.cache_interval={interval}"]
+            f"sampling.cache_branch={branch}", f"sampling.cache_interval={interval}"]

@@ -6,8 +6,8 @@ from dataclasses import asdict, replace
 
 import torch
 
-from ..fast import FastPath
 from ..families import build_model, load_config
+from ..fast import FastPath
 from ..pipeline import Pipeline
 from ..samplers import CacheSchedule
 

@@ -13,12 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
-
-from ..catalogue import INCEPTION_NAME as WEIGHTS_NAME
-from ..catalogue import INCEPTION_URL as WEIGHTS_URL
+from ..catalogue import INCEPTION_URL
 from ..core.checkpoint import safe_load
+from ..errors import UserError
 from ..runs.record import SETTINGS
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 SAMPLE = re.compile(r"\d{6,}\.png")
 
@@ -43,8 +42,11 @@ def feature_statistics(features):
 
 def pixel_vectors(path, value_max):
     """The `images` of an npz as float64 pixel vectors in [0, 1] (for FD_pix)."""
-    with np.load(path) as f:
-        images = f["images"]
+    try:
+        with np.load(path) as f:
+            images = f["images"]
+    except (OSError, EOFError, ValueError, KeyError) as e:
+        raise UserError(f"{path}: not an npz with an `images` array ({str(e).strip().splitlines()[0]})") from None
     return images.reshape(len(images), -1).astype(np.float64) / value_max
 
 
@@ -62,7 +64,7 @@ def load_inception(weights, dims=2048, device="cpu"):
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"Inception weights not found: {path}. Run `python scripts/download.py inception` (it "
-                         f"fetches {WEIGHTS_URL}), or pass --inception-weights PATH")
+                         f"fetches {INCEPTION_URL}), or pass --inception-weights PATH")
     state = safe_load(path)
     original = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = lambda url, progress=True: state

@@ -16,8 +16,10 @@ from typing import Optional
 
 from ..pipeline import cache_schedule
 from ..samplers import SAMPLERS, CacheSchedule
+from ..samplers.registry import all_options
 from .benchmark import macs_per_branch, sync
 from .calibrate import calibrated_schedule, step_errors
+
 
 @dataclass(eq=False)
 class Candidate:
@@ -34,7 +36,9 @@ class Candidate:
         """The sample.py options of this candidate (the cache file is added by the caller)."""
         s, c = self.sampling, self.cache
         opts = [f"--sampler {s.sampler}", f"--steps {s.steps}", f"--skip-type {s.skip_type}"]
-        opts += [f"--{o.key.replace('_', '-')} {getattr(s, o.key)}" for o in SAMPLERS[s.sampler].options]
+        own = {o.key for o in SAMPLERS[s.sampler].options}  # its own options, and any other left off its default
+        opts += [f"--{o.key.replace('_', '-')} {getattr(s, o.key)}" for o in all_options()
+                 if o.key in own or getattr(s, o.key) != o.default]
         if c.kind == "explicit" or c.interval == 1 and c.kind == "uniform":
             return opts + (["--cache-interval 1"] if c.kind != "explicit" else [])
         opts += [f"--cache-interval {c.interval}", f"--cache-branch {c.branch}"]

@@ -9,7 +9,7 @@ embedding.
 import torch
 import torch.nn as nn
 
-from ..ddpm.unet import MidBlock, Normalize, down_levels, nonlinearity, up_levels
+from ..core.blocks import MidBlock, Normalize, down_levels, nonlinearity, up_levels
 
 
 class Encoder(nn.Module):

@@ -1,5 +1,7 @@
 """The LDM family object (see `deepcache_ref.core.family`)."""
 
+from collections.abc import Mapping
+
 from ..core.family import ModelFamily
 from .config import CONFIG_DIR, LDMConfig, load_config
 from .model import build_model, load_weights
@@ -14,8 +16,8 @@ class LDMFamily(ModelFamily):
     guidance = True
 
     def recognises(self, path, data):
-        model = (data or {}).get("model", {}) or {}
-        return data is not None and ("target" in model or "params" in model)
+        model = data.get("model") if data is not None else None
+        return isinstance(model, Mapping) and ("target" in model or "params" in model)
 
     def load_config(self, path, overrides=()):
         return load_config(path, overrides)

@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 from tqdm import tqdm
 
 from ..catalogue import CONFIGS, DIFFUSERS_MIRRORS, DIFFUSERS_REPOS, HUB, INCEPTION_NAME, INCEPTION_URL, NAMES
-from ..core.checkpoint import CHECKPOINTS, md5sum
+from ..core.checkpoint import checkpoint_root, md5sum
 from ..errors import UserError
 from ..families import load_config
 
@@ -45,9 +45,9 @@ def _repo_files(repo, folder, url=None):
     return files + [Remote(tuple((base.format(file=w), folder / w) for w in weights))]
 
 
-def remotes(name, root=CHECKPOINTS, url=None):
+def remotes(name, root=None, url=None):
     """The files of one NAME (a config, `inception`, or a diffusers repo), with `url` as their source."""
-    root = Path(root)
+    root = Path(root) if root is not None else checkpoint_root()
     if name == "inception":
         return [Remote.one(url or INCEPTION_URL, root / INCEPTION_NAME, sha256_prefix=INCEPTION_NAME.split("-")[-1][:8])]
     if name in DIFFUSERS_REPOS:

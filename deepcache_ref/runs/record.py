@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from ..core.checkpoint import md5sum
 from ..errors import UserError
-from ..samplers import SAMPLERS
+from ..samplers import SAMPLERS, sampler
 from .files import create_exclusive
 
 SETTINGS = "settings.json"
@@ -32,7 +32,7 @@ def run_settings(cfg, checkpoint, timesteps, full_steps, fast, device, classes=N
     config = OmegaConf.to_container(OmegaConf.structured(cfg))
     config = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
     config["sampling"].pop("batch_size")
-    own = {o.key for o in SAMPLERS[cfg.sampling.sampler].options}
+    own = {o.key for o in sampler(cfg.sampling.sampler).options}
     for key in {o.key for spec in SAMPLERS.values() for o in spec.options} - own:  # other samplers' options
         config["sampling"].pop(key)
     return {
@@ -106,7 +106,7 @@ def read_settings(outdir):
 
 
 def check_settings(outdir, settings):
-    """ValueError unless `outdir` is new or was made with exactly `settings`. Creates nothing."""
+    """UserError unless `outdir` is new or was made with exactly `settings`. Creates nothing."""
     outdir = Path(outdir)
     recorded = read_settings(outdir)
     if recorded is None:

@@ -42,12 +42,15 @@ class CacheExecutor:
         self.kwargs = model_kwargs or {}
         self.timesteps = [torch.full((x_T.shape[0],), int(t), device=x_T.device, dtype=torch.long) for t in timesteps]
         self.cached = None    # the feature of the last full step that kept one
-        self.last_eps = None  # the previous step's output (kept for adaptive policies only)
+        self.last_eps = None  # the previous call's output (kept for adaptive policies only)
+        self.decisions = {}   # an adaptive policy's answer per step, asked once (PLMS calls step 1 twice)
 
     def is_full(self, i):
         if self.full is not None:
             return self.full[i]
-        return i == 0 or bool(self.policy.decide(i, self))
+        if i not in self.decisions:
+            self.decisions[i] = i == 0 or bool(self.policy.decide(i, self))
+        return self.decisions[i]
 
     def __call__(self, x, i):
         t, branch = self.timesteps[i], self.policy.branch

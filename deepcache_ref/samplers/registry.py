@@ -39,7 +39,8 @@ class Option:
         bad = bad or (self.choices is not None and value not in self.choices)
         bad = bad or (self.check is not None and not self.check(value))
         if bad:
-            rule = self.rule or f"one of {', '.join(map(str, self.choices))}"
+            rule = self.rule or (f"one of {', '.join(map(str, self.choices))}" if self.choices
+                                 else f"a valid {self.type.__name__}")
             raise UserError(f"sampling.{self.key} must be {rule}, got {value!r}")
 
 

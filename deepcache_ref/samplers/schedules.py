@@ -71,7 +71,7 @@ class CacheSchedule:
         unique(int(linspace(0, S^(1/p), k + 1) ** p)) without its last entry;
       * `explicit`: the given `explicit_steps` (strictly increasing, with 0).
     `interval=1` (every step full) is the uncached sampler. Plain data: printable, hashable,
-    `dataclasses.replace` works; invalid values raise `ValueError` at construction.
+    `dataclasses.replace` works; invalid values raise `UserError` (a ValueError) at construction.
     """
 
     interval: int = 1                 # DeepCache N
@@ -83,7 +83,10 @@ class CacheSchedule:
 
     def __post_init__(self):
         if self.explicit_steps is not None:
-            object.__setattr__(self, "explicit_steps", tuple(int(i) for i in self.explicit_steps))
+            steps = tuple(self.explicit_steps) if isinstance(self.explicit_steps, (list, tuple)) else None
+            if steps is None or not all(_is_int(i) for i in steps):
+                raise UserError(f"explicit full steps must be a list of integers, got {self.explicit_steps!r}")
+            object.__setattr__(self, "explicit_steps", tuple(int(i) for i in steps))
         self._check()
 
     def _check(self):
@@ -94,14 +97,15 @@ class CacheSchedule:
         if not _is_int(self.branch) or self.branch < 0:
             raise UserError(f"cache branch must be an integer >= 0, got {self.branch!r}")
         if self.kind in ("nonuniform", "power"):
-            if self.power is None or not math.isfinite(self.power) or self.power <= 0:
+            if not isinstance(self.power, numbers.Real) or isinstance(self.power, bool) \
+                    or not math.isfinite(self.power) or self.power <= 0:
                 raise UserError(f"a {self.kind} cache schedule needs a finite power > 0, got {self.power!r}")
         if self.kind == "nonuniform" and (self.center is None or not _is_int(self.center)):
             raise UserError(f"a nonuniform cache schedule needs an integer center step, got {self.center!r}")
         if self.kind == "explicit":
             steps = self.explicit_steps
-            if not steps or 0 not in steps:
-                raise UserError(f"an explicit cache schedule must contain step 0, got {steps}")
+            if not steps or steps[0] != 0:
+                raise UserError(f"an explicit cache schedule must contain step 0 as its first full step, got {steps}")
             if list(steps) != sorted(set(steps)):
                 raise UserError(f"explicit full steps must be strictly increasing, got {steps}")
 

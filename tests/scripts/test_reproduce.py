@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import SCRIPTS
 
 
@@ -14,6 +16,7 @@ def dry(*args):
     return r.stdout
 
 
+@pytest.mark.slow
 def test_ddpm_table_dry_run_covers_every_setting():
     out = dry("ddpm", "--gpus", "4", "--ref", "cifar10=/data/cifar10_stats.npz")
     for config in ("cifar10", "lsun_bedroom", "lsun_church"):
@@ -23,6 +26,7 @@ def test_ddpm_table_dry_run_covers_every_setting():
     assert out.count("scripts/benchmark.py") == 3
 
 
+@pytest.mark.slow
 def test_ldm_table_dry_run_uses_the_adm_evaluator_and_slurm():
     out = dry("ldm", "--launcher", "slurm")
     for n in (1, 2, 3, 5, 10, 20):
@@ -30,6 +34,7 @@ def test_ldm_table_dry_run_uses_the_adm_evaluator_and_slurm():
     assert out.count("evaluator.py VIRTUAL_imagenet256_labeled.npz") == 6
 
 
+@pytest.mark.slow
 def test_collect_writes_ours_beside_the_paper(tmp_path):
     (tmp_path / "cifar10-N5").mkdir()
     (tmp_path / "cifar10-N5" / "fid.json").write_text(json.dumps({"fid": 5.81}))

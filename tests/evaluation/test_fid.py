@@ -30,6 +30,7 @@ def test_frechet_distance_matches_float64_reference(dim, n):
     assert frechet_distance(mu1 + shift, s1, mu1, s1) == pytest.approx(4.0 * dim, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_fid_script_end_to_end_with_local_weights(tmp_path):
     from PIL import Image
 
@@ -58,6 +59,7 @@ def test_fid_script_end_to_end_with_local_weights(tmp_path):
     assert d_folder > 0 and d_folder == pytest.approx(d_npz, rel=1e-6) == pytest.approx(d_stats, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_missing_inception_weights_names_file_and_url(tmp_path):
     (tmp_path / "a").mkdir()
     r = subprocess.run([sys.executable, str(SCRIPTS / "fid.py"), str(tmp_path / "a"), str(tmp_path / "a"),
@@ -88,6 +90,7 @@ def test_a_run_folder_contributes_its_samples_only(tmp_path):
         npz_images(tmp_path / "float.npz")
 
 
+@pytest.mark.slow
 def test_fid_of_a_run_with_grid_equals_the_run_without(tmp_path):
     weights = tmp_path / "inception.pth"
     torch.save(torchvision.models.inception_v3(num_classes=1008, aux_logits=False, weights=None,

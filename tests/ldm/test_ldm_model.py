@@ -1,6 +1,5 @@
 """LDM-4-G: configs, safe Lightning checkpoint loading, parity of U-Net and decoder, key lists, MACs."""
 
-import deepcache_ref
 import json
 import sys
 import types
@@ -8,11 +7,10 @@ import types
 import pytest
 import torch
 
-from deepcache_ref import ldm
+import deepcache_ref
 from conftest import FIXTURES, Exploit, load_fixture, tiny_ldm
-from deepcache_ref import CheckpointError, ConfigError
-from deepcache_ref.core.macs import unet_macs
-from deepcache_ref.core.macs import count_macs
+from deepcache_ref import CheckpointError, ConfigError, ldm
+from deepcache_ref.core.macs import count_macs, unet_macs
 from deepcache_ref.ldm.unet import UNetModel
 
 

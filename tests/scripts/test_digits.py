@@ -26,6 +26,7 @@ def shipped():
     return Pipeline(load_model(cfg)), cfg
 
 
+@pytest.mark.slow
 def test_shipped_model_makes_digits(shipped):
     pipe, cfg = shipped
     real = real_digits()
@@ -37,6 +38,7 @@ def test_shipped_model_makes_digits(shipped):
     assert ours < noise / 10 and ours < scrambled / 10, (ours, noise, scrambled)
 
 
+@pytest.mark.slow
 def test_deepcache_stays_close_and_error_grows_with_interval(shipped):
     pipe, cfg = shipped
     s = replace(cfg.sampling, steps=100)  # the config's setting
@@ -47,6 +49,7 @@ def test_deepcache_stays_close_and_error_grows_with_interval(shipped):
     assert err[2] < err[5] < err[10], err
 
 
+@pytest.mark.slow
 def test_train_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     def train(steps, workdir):
         r = subprocess.run([sys.executable, str(SCRIPTS / "train.py"), "--config", "digits", "--steps", str(steps),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import load_fixture, tiny_ddpm
-from deepcache_ref.ddpm.model import alphas_cumprod
 from deepcache_ref.ddpm.config import DiffusionConfig
+from deepcache_ref.ddpm.model import alphas_cumprod
 from deepcache_ref.samplers import CacheSchedule, PerImageRNG, ddim_sample, ddpm_sample, make_timesteps, plms_sample
 
 TOL = dict(rtol=1e-4, atol=1e-4)  # manifest: sampler trajectories

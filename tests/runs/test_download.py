@@ -89,6 +89,7 @@ def test_an_interrupted_transfer_leaves_no_final_file_and_a_rerun_completes_it(t
     assert list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.slow
 def test_the_script_fetches_a_config_from_a_mirror_and_a_repo_falls_back_to_bin(tmp_path, server):
     s, url = server
     s.files.update({"/repo/config.json": b"{}", "/repo/scheduler_config.json": b"{}",

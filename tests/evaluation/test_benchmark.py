@@ -13,6 +13,7 @@ from deepcache_ref.core.macs import unet_macs
 from deepcache_ref.ddpm import build_unet
 
 
+@pytest.mark.slow
 def test_rows_compare_each_setting_with_its_variants_baseline(tmp_path, t1_run):
     cfg, _ = t1_run
     out = tmp_path / "bench"

@@ -1,7 +1,6 @@
 """Diffusers UNet2DModel folders: the tiny folder computes diffusers' own outputs, the Hub configs
 build our architectures key for key, legacy names load, and what cannot be represented is refused."""
 
-import deepcache_ref
 import json
 import shutil
 
@@ -9,11 +8,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from deepcache_ref import ddpm
+import deepcache_ref
 from conftest import FIXTURES
-from deepcache_ref import CheckpointError, ConfigError
+from deepcache_ref import CheckpointError, ConfigError, Pipeline, build_model, load_config
 from deepcache_ref.ddpm.diffusers import config_dict
-from deepcache_ref import Pipeline, build_model, load_config
 from deepcache_ref.samplers import ddim_sample, make_timesteps
 
 TINY = FIXTURES / "diffusers/tiny_ddpm"

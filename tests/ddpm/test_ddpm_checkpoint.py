@@ -6,8 +6,8 @@ import torch
 
 from conftest import FIXTURES, Exploit, tiny_ddpm
 from deepcache_ref import CheckpointError, load_config, load_model
-from deepcache_ref.ddpm import build_unet, load_weights
 from deepcache_ref.core.checkpoint import check_state_dict, md5sum
+from deepcache_ref.ddpm import build_unet, load_weights
 from deepcache_ref.ddpm.model import known_unets
 
 

@@ -49,6 +49,7 @@ def test_partial_after_full_is_bitwise_exact_tiny(name):
     _assert_partial_after_full_exact(unet, fwd["x"], torch.full((2,), 900.0))
 
 
+@pytest.mark.slow
 def test_partial_after_full_is_bitwise_exact_cifar10_random_weights():
     torch.manual_seed(0)
     unet = build_unet(load_config("cifar10").model).eval()
@@ -67,6 +68,7 @@ def test_invalid_branch_is_a_clear_error():
         unet.forward_full(fwd["x"], fwd["t"], branch=9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", list(REAL))
 def test_real_architectures_keys_shapes_and_macs(config):
     manifest = json.loads((FIXTURES / f"ddpm/manifests/ddim_{REAL[config]}_keys.json").read_text())

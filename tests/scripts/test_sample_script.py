@@ -54,6 +54,7 @@ def files(folder):
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_write_the_same_bytes(tmp_path, t1_run):
     cfg, ckpt = t1_run
     one = run("--config", cfg, "--ckpt", ckpt, "--seeds", "0-8", "--outdir", tmp_path / "one", "--npz")
@@ -79,6 +80,7 @@ def _wait_for_images(folder, n, proc, timeout=120):
     raise AssertionError(f"no {n} images appeared (exit {proc.poll()})")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_files(tmp_path, t1_run):
     cfg, ckpt = t1_run
     args = ["--config", cfg, "--ckpt", ckpt, "--seeds", "0-23", "--steps", "40", "--subdirs"]
@@ -96,6 +98,7 @@ def test_killed_run_resumes_to_the_same_files(tmp_path, t1_run):
     assert not list(out.rglob("*.tmp")), "a temporary file survived"
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_the_current_image_and_exits_resumably(tmp_path, t1_run):
     cfg, ckpt = t1_run
     out = tmp_path / "out"
@@ -123,12 +126,14 @@ def test_compiled_channels_last_run_writes_the_eager_images(tmp_path, t1_run):
         assert diff.max() <= 1, (name, diff.max())
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_names_file_and_source(tmp_path):
     r = run("--config", "cifar10", "--outdir", tmp_path / "out")
     assert r.returncode == 2 and "model-790000.ckpt" in r.stderr and "heibox.uni-heidelberg.de" in r.stderr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_ldm_config_samples_with_guidance_and_seed_derived_classes(tmp_path):
     from conftest import FIXTURES
 
@@ -158,6 +163,7 @@ FINGERPRINT = [  # (changed setting, the key the refusal names)
 ]
 
 
+@pytest.mark.slow
 def test_a_folder_refuses_every_other_setting_and_stays_unchanged(tmp_path, t1_run, capsys):
     cfg, ckpt = t1_run
     other = tmp_path / "other.ckpt"  # the same architecture, other weights
@@ -196,6 +202,7 @@ def _settings_free(proc):
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_a_billion_seeds_start_at_once_in_constant_memory(tmp_path, t1_run):
     cfg, ckpt = t1_run
     out = tmp_path / "out"
@@ -207,6 +214,7 @@ def test_a_billion_seeds_start_at_once_in_constant_memory(tmp_path, t1_run):
     assert code == 3 and "1,000,000,000 seeds" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranges", [("0-7", "4-11"), ("0-5", "6-11")], ids=["overlapping", "disjoint"])
 def test_two_processes_on_one_folder_write_the_images_of_one(tmp_path, t1_run, ranges):
     """As the array tasks of one SLURM job: started together into one folder."""
@@ -221,6 +229,7 @@ def test_two_processes_on_one_folder_write_the_images_of_one(tmp_path, t1_run, r
     assert not list((tmp_path / "shared").rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_of_two_gloo_ranks_stops_both_resumably(tmp_path, t1_run):
     import socket
 
@@ -242,6 +251,7 @@ def test_sigterm_to_one_of_two_gloo_ranks_stops_both_resumably(tmp_path, t1_run)
     assert len(list(out.glob("*.png"))) < 200 and not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_an_image_that_does_not_decode_is_redone(tmp_path, t1_run):
     cfg, ckpt = t1_run
     args = ["--config", cfg, "--ckpt", ckpt, "--steps", "3", "--seeds", "0-3", "--outdir", tmp_path]
@@ -253,6 +263,7 @@ def test_an_image_that_does_not_decode_is_redone(tmp_path, t1_run):
     assert (tmp_path / "000001.png").read_bytes() == good
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_short_error_and_leaves_no_partial_file(tmp_path, t1_run):
     cfg, ckpt = t1_run
     args = ["--config", cfg, "--ckpt", ckpt, "--steps", "3", "--outdir", tmp_path]
@@ -264,6 +275,7 @@ def test_a_full_disk_is_a_short_error_and_leaves_no_partial_file(tmp_path, t1_ru
     assert files(tmp_path) == before and not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.slow
 def test_ranks_started_with_different_arguments_stop_with_an_error_not_a_hang(tmp_path, t1_run):
     import socket
 
@@ -283,6 +295,7 @@ def test_ranks_started_with_different_arguments_stop_with_an_error_not_a_hang(tm
     assert not list((tmp_path / "out").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_ldm_classes_keep_their_order_and_repeats(tmp_path):
     from conftest import FIXTURES
 

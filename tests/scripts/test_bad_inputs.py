@@ -537,6 +537,7 @@ PROCESS_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, expect, build, extra_env", PROCESS_CASES)
 def test_bad_input_exits_2_as_a_process(args, expect, build, extra_env, ctx):
     if build is not None:
