@@ -3,32 +3,17 @@
 Mirrors `ldm/modules/diffusionmodules/openaimodel.py` and `ldm/modules/attention.py` of
 CompVis/latent-diffusion @ a506df5 for the configuration family of cin256-v2 (spatial transformer,
 no scale-shift norm, conv resampling, legacy head sizes): same module names, so the checkpoint's
-`model.diffusion_model.*` tensors load with `strict=True`. DeepCache passes come from
-`DeepCacheUNet`: `hs[i]` is the output of `input_blocks[i]`; output block j consumes `hs[-1-j]`.
+`model.diffusion_model.*` tensors load with `strict=True`. Its passes (plain, full, partial) are
+those of `samplers.adapters.OpenAIUNet`, the adapter of openaimodel's `UNetModel`: `hs[i]` is the
+output of `input_blocks[i]`; output block j consumes `hs[-1-j]`.
 """
-
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.unet import DeepCacheUNet
-
-
-def timestep_frequencies(dim, max_period=10000):
-    """The sinusoidal embedding's dim // 2 frequencies, float32, computed as in openaimodel."""
-    return torch.exp(-math.log(max_period) * torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))
-
-
-def timestep_embedding(t, dim, freqs):
-    """Sinusoidal embedding [B, dim] of training timesteps t [B] (cos first, as in openaimodel);
-    `freqs = timestep_frequencies(dim)` on t's device (the model keeps it as a buffer)."""
-    args = t[:, None].float() * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
+from ..samplers.adapters import OpenAIUNet, openai_timestep_frequencies
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -170,7 +155,10 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModel(DeepCacheUNet):
-    """eps-prediction U-Net; `unet(x [B,C,H,W], t [B], context=c [B,M,context_dim]) -> eps`."""
+    """eps-prediction U-Net; `unet(x [B,C,H,W], t [B], context=c [B,M,context_dim]) -> eps`.
+    Its passes are `samplers.adapters.OpenAIUNet`'s, as for CompVis's own `UNetModel`."""
+
+    structure = OpenAIUNet
 
     def __init__(
         self,
@@ -228,28 +216,5 @@ class UNetModel(DeepCacheUNet):
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(model_channels, out_channels, 3, padding=1))
-        self.num_branches = len(self.input_blocks)
         # made once on the CPU like the original's, then moved with the model: no copy per call
-        self.register_buffer("time_freqs", timestep_frequencies(model_channels), persistent=False)
-
-    def _embed(self, t, context=None):  # cin256's class conditioning enters by cross-attention, not here
-        return self.time_embed(timestep_embedding(t, self.model_channels, self.time_freqs))
-
-    def _down(self, x, emb, num_skips, context=None):
-        hs, h = [], x
-        for block in self.input_blocks[:num_skips]:
-            h = block(h, emb, context)
-            hs.append(h)
-        return hs
-
-    def _mid(self, h, emb, context=None):
-        return self.middle_block(h, emb, context)
-
-    def _up_block(self, j, h, emb, context=None):
-        return self.output_blocks[j](h, emb, context)
-
-    def _head(self, h):
-        return self.out(h)
-
-    def forward(self, x, t, context=None):
-        return self._forward(x, t, context=context)[0]
+        self.register_buffer("time_freqs", openai_timestep_frequencies(model_channels), persistent=False)

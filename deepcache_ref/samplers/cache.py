@@ -20,6 +20,7 @@ Every policy has a `branch` (the skip branch whose consumer's input is cached) a
 
 import torch
 
+from .adapters import adapt_unet
 from .schedules import CacheSchedule
 
 
@@ -27,14 +28,14 @@ class CacheExecutor:
     """`executor(x, i) -> (eps, full)`: the U-Net at sampler step i under `policy`.
 
     `unet` follows the U-Net contract (`__call__`, `forward_full`, `forward_partial`,
-    `num_branches`); `timesteps` are the training timesteps in visiting order (step 0 = noisiest);
+    `num_branches`) or is a module `adapt_unet` fits (a research code base's own U-Net); `timesteps` are the training timesteps in visiting order (step 0 = noisiest);
     `x_T` gives the batch size and device of the per-step timestep tensors, made once here;
     `model_kwargs` go to every call. `policy=None` or a schedule with `interval=1` calls the plain
     U-Net at every step: the uncached sampler, bit for bit.
     """
 
     def __init__(self, unet, policy, timesteps, x_T, model_kwargs=None):
-        self.unet = unet
+        self.unet = unet = adapt_unet(unet)
         self.policy = policy if policy is not None else CacheSchedule()
         self.num_steps = len(timesteps)
         self.policy.validate(self.num_steps, unet.num_branches)

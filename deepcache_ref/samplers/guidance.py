@@ -5,6 +5,7 @@ import math
 import torch
 
 from ..errors import UserError
+from .adapters import adapt_unet
 
 
 class ClassifierFreeGuidance:
@@ -19,7 +20,7 @@ class ClassifierFreeGuidance:
     def __init__(self, unet, scale, uncond_context):
         if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
             raise UserError(f"guidance scale must be a finite number, got {scale!r}")
-        self.unet = unet
+        self.unet = adapt_unet(unet)
         self.scale = float(scale)
         self.uncond_context = uncond_context
 

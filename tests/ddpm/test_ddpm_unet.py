@@ -9,7 +9,7 @@ from conftest import FIXTURES, tiny_ddpm
 from deepcache_ref import load_config
 from deepcache_ref.core.macs import unet_macs
 from deepcache_ref.ddpm import build_unet
-from deepcache_ref.ddpm.unet import get_timestep_embedding
+from deepcache_ref.samplers.adapters import ddpm_timestep_embedding as get_timestep_embedding
 
 REAL = {"cifar10": "cifar10", "celeba": "celeba", "lsun_church": "church", "lsun_bedroom": "bedroom"}
 
