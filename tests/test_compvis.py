@@ -4,12 +4,12 @@ object, against the golden runs of CompVis's own samplers and DeepCache's LDM co
 import pytest
 import torch
 import torch.nn as nn
-from research_style import CompVisStyleUNet
 
 from conftest import load_fixture, tiny_ldm
 from deepcache_ref.compvis import DDIMSampler, PLMSSampler
 from deepcache_ref.errors import UserError
 from deepcache_ref.samplers import CacheSchedule, ClassifierFreeGuidance, ddim_sample, make_timesteps
+from research_style import CompVisStyleUNet
 
 LATENT = dict(rtol=1e-5, atol=1e-3)  # manifest: x_inter / samples
 

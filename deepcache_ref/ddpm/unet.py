@@ -9,8 +9,8 @@ ResnetBlock(+attn) and Downsample output, so the branch mapping holds for any `n
 
 import torch.nn as nn
 
-from ..core.blocks import MidBlock, Normalize, down_levels, up_levels
 from ..core.blocks import nonlinearity  # noqa: F401 (the adapter runs a module's own `nonlinearity`)
+from ..core.blocks import MidBlock, Normalize, down_levels, up_levels
 from ..core.unet import DeepCacheUNet
 from ..samplers.adapters import DDPMUNet, ddpm_timestep_frequencies
 

@@ -129,6 +129,7 @@ class CachedPasses:
 class OpenAIUNet(CachedPasses):
     """openaimodel's `UNetModel` (CompVis latent diffusion, guided-diffusion's ADM, ours)."""
 
+    title = "openaimodel's UNetModel"
     needs = ("time_embed", "input_blocks", "middle_block", "output_blocks", "out", "model_channels")
 
     def __init__(self, module):
@@ -178,6 +179,7 @@ class OpenAIUNet(CachedPasses):
 class DDPMUNet(CachedPasses):
     """ermongroup/ddim's (= pesser/pytorch_diffusion's) `Model`, and ours."""
 
+    title = "ermongroup/ddim's Model"
     needs = ("temb", "conv_in", "down", "mid", "up", "norm_out", "conv_out", "ch", "num_resolutions",
              "num_res_blocks")
 
@@ -251,5 +253,4 @@ def adapt_unet(module):
     closest = min(STRUCTURES, key=lambda s: sum(not hasattr(module, n) for n in s.needs))
     missing = [n for n in closest.needs if not hasattr(module, n)]
     raise UserError(f"{type(module).__name__} is not a U-Net this package can cache: it lacks {', '.join(missing)} "
-                    f"(of {closest.__doc__.split(':')[0].rstrip('.')}), and has no forward_full / forward_partial / "
-                    "num_branches")
+                    f"(of {closest.title}), and has no forward_full / forward_partial / num_branches")

@@ -44,6 +44,7 @@ class CacheExecutor:
         self.timesteps = [torch.full((x_T.shape[0],), int(t), device=x_T.device, dtype=torch.long) for t in timesteps]
         self.cached = None    # the feature of the last full step that kept one
         self.last_eps = None  # the previous call's output (kept for adaptive policies only)
+        self.model_var = None  # a learned-sigma U-Net's variance half of the last call (ADM), else None
         self.decisions = {}   # an adaptive policy's answer per step, asked once (PLMS calls step 1 twice)
 
     def is_full(self, i):
@@ -62,6 +63,8 @@ class CacheExecutor:
             eps, self.cached = self.unet.forward_full(x, t, branch=branch, **self.kwargs)
         else:
             eps = self.unet(x, t, **self.kwargs)
+        if eps.shape[1] == 2 * x.shape[1]:  # learned sigma (ADM): [eps, v]; the samplers use eps
+            eps, self.model_var = eps.split(x.shape[1], dim=1)
         if self.full is None:
             self.last_eps = eps
         return eps, full

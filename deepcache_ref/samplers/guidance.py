@@ -33,8 +33,11 @@ class ClassifierFreeGuidance:
         uc = self.uncond_context.expand(context.shape[0], *self.uncond_context.shape[1:])
         return torch.cat([x, x]), torch.cat([t, t]), torch.cat([uc, context])
 
-    def _combine(self, out):
+    def _combine(self, out, x):
         eps_u, eps_c = out.chunk(2)
+        if out.shape[1] == 2 * x.shape[1]:  # learned sigma: guide eps, keep the conditional variance
+            c = x.shape[1]
+            return torch.cat([eps_u[:, :c] + self.scale * (eps_c[:, :c] - eps_u[:, :c]), eps_c[:, c:]], dim=1)
         return eps_u + self.scale * (eps_c - eps_u)
 
     def __call__(self, x, t, context):
@@ -42,7 +45,7 @@ class ClassifierFreeGuidance:
         if self.scale == 1.0:
             return self.unet(x, t, context=context)
         x2, t2, c2 = self._double(x, t, context)
-        return self._combine(self.unet(x2, t2, context=c2))
+        return self._combine(self.unet(x2, t2, context=c2), x)
 
     def forward_full(self, x, t, branch, context):
         _check_batch(x, context)
@@ -50,14 +53,14 @@ class ClassifierFreeGuidance:
             return self.unet.forward_full(x, t, branch=branch, context=context)
         x2, t2, c2 = self._double(x, t, context)
         out, cached = self.unet.forward_full(x2, t2, branch=branch, context=c2)
-        return self._combine(out), cached
+        return self._combine(out, x), cached
 
     def forward_partial(self, x, t, cached, branch, context):
         _check_batch(x, context)
         if self.scale == 1.0:
             return self.unet.forward_partial(x, t, cached, branch=branch, context=context)
         x2, t2, c2 = self._double(x, t, context)
-        return self._combine(self.unet.forward_partial(x2, t2, cached, branch=branch, context=c2))
+        return self._combine(self.unet.forward_partial(x2, t2, cached, branch=branch, context=c2), x)
 
 
 def _check_batch(x, context):

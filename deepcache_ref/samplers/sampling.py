@@ -34,9 +34,13 @@ def _need_noise(noise_fn, why):
         raise UserError(f"{why} needs noise: pass noise_fn, e.g. samplers.PerImageRNG(seeds).randn_like")
 
 
-def _ddim_update(x, eps, a_t, a_prev, eta, noise_fn):
-    """One DDIM step (DDIM paper eq. 12); returns (x_prev, x0_pred)."""
+def _ddim_update(x, eps, a_t, a_prev, eta, noise_fn, clip_denoised=False):
+    """One DDIM step (DDIM paper eq. 12); returns (x_prev, x0_pred). With `clip_denoised` (ADM's
+    option) x0_pred is clipped to [-1, 1] and the eps of the update is re-derived from it."""
     x0_pred = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+    if clip_denoised:
+        x0_pred = x0_pred.clamp(-1, 1)
+        eps = (x - math.sqrt(a_t) * x0_pred) / math.sqrt(1 - a_t)
     sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
     x_prev = math.sqrt(a_prev) * x0_pred + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
     if eta > 0:
@@ -46,12 +50,14 @@ def _ddim_update(x, eps, a_t, a_prev, eta, noise_fn):
 
 @torch.no_grad()
 def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, final_alpha_cumprod=1.0,
-                model_kwargs=None, noise_fn=None, callback=None, progress=False):
+                model_kwargs=None, noise_fn=None, callback=None, progress=False, clip_denoised=False):
     """DDIM (Song et al. 2021) from x_T [B,C,H,W] over ascending `timesteps`; returns x_0.
 
     `alphas_cumprod` [T] is alpha_bar_t; `final_alpha_cumprod` is alpha_bar after the last step
     (1.0 for the DDPM code, alphas_cumprod[0] for CompVis LDM). `eta > 0` draws `noise_fn(x)` once
-    per step. `callback` gets {i, t, x, x0_pred, full} after each step.
+    per step. `callback` gets {i, t, x, x0_pred, full} after each step. `clip_denoised` clips x0_pred
+    to [-1, 1] as ADM's `ddim_sample_loop` does (ermongroup/ddim and CompVis do not). A U-Net with
+    learned sigma (twice the channels of x) is sampled on its eps half.
     """
     _check_eta(eta)
     if eta > 0:
@@ -61,7 +67,7 @@ def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     x = x_T
     for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
         eps, full = eps_fn(x, i)
-        x, x0_pred = _ddim_update(x, eps, a_t, a_prev, eta, noise_fn)
+        x, x0_pred = _ddim_update(x, eps, a_t, a_prev, eta, noise_fn, clip_denoised)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
     return x
@@ -103,19 +109,38 @@ def plms_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     return x
 
 
+VAR_TYPES = ("fixedlarge", "fixedsmall", "learned_range")
+
+
+def _ancestral_std(var_type, beta, a_t, a_prev, model_var):
+    """The standard deviation of an ancestral step's noise (a float, or a tensor for learned_range)."""
+    posterior = beta * (1 - a_prev) / (1 - a_t)
+    if var_type == "fixedlarge":
+        return math.sqrt(beta)
+    if var_type == "fixedsmall":
+        return math.sqrt(posterior)
+    if model_var is None:
+        raise UserError("var_type learned_range needs a U-Net with learned sigma (twice the channels of x)")
+    frac = (model_var + 1) / 2
+    return torch.exp(0.5 * (frac * math.log(beta) + (1 - frac) * math.log(posterior)))
+
+
 @torch.no_grad()
 def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", cache=None,
-                final_alpha_cumprod=1.0, model_kwargs=None, noise_fn=None, callback=None, progress=False):
+                final_alpha_cumprod=1.0, model_kwargs=None, noise_fn=None, callback=None, progress=False,
+                clip_denoised=True):
     """Ancestral sampling (Ho et al. 2020) over ascending `timesteps`; returns x_0.
 
-    With beta_t = 1 - alpha_bar_t / alpha_bar_prev (the true beta on the full 1000-step chain):
-    x0_pred is clipped to [-1, 1], the posterior mean is used, and the variance is beta_t
-    (`fixedlarge`, ermongroup/ddim's `ddpm_noisy`) or the posterior variance
-    beta_t (1 - alpha_bar_prev) / (1 - alpha_bar_t) (`fixedsmall`). No noise is added at t = 0.
-    `noise_fn(x)` is drawn once per step, the last included.
+    With beta_t = 1 - alpha_bar_t / alpha_bar_prev (the true beta of the respaced chain): x0_pred
+    is clipped to [-1, 1] (`clip_denoised`, as ermongroup/ddim always and ADM by default), the
+    posterior mean is used, and the variance is beta_t (`fixedlarge`, ermongroup/ddim's
+    `ddpm_noisy`), the posterior variance beta_t (1 - alpha_bar_prev) / (1 - alpha_bar_t)
+    (`fixedsmall`), or the U-Net's own (`learned_range`, ADM's learned sigma: the second half v of
+    its output channels interpolates the log variance between the posterior variance and beta_t by
+    (v + 1) / 2). No noise is added at t = 0. `noise_fn(x)` is drawn once per step, the last included.
     """
-    if var_type not in ("fixedlarge", "fixedsmall"):
-        raise UserError(f"unknown var_type {var_type!r} (fixedlarge | fixedsmall)")
+    if var_type not in VAR_TYPES:
+        raise UserError(f"unknown var_type {var_type!r} ({' | '.join(VAR_TYPES)})")
     _need_noise(noise_fn, "ancestral sampling")
     steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
     eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
@@ -123,11 +148,14 @@ def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", 
     for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):
         eps, full = eps_fn(x, i)
         beta = 1 - a_t / a_prev
-        x0_pred = (math.sqrt(1 / a_t) * x - math.sqrt(1 / a_t - 1) * eps).clamp(-1, 1)
+        x0_pred = math.sqrt(1 / a_t) * x - math.sqrt(1 / a_t - 1) * eps
+        x0_pred = x0_pred.clamp(-1, 1) if clip_denoised else x0_pred
         mean = (math.sqrt(a_prev) * beta * x0_pred + math.sqrt(1 - beta) * (1 - a_prev) * x) / (1 - a_t)
-        var = beta if var_type == "fixedlarge" else beta * (1 - a_prev) / (1 - a_t)
         noise = noise_fn(x)
-        x = mean + noise * math.sqrt(var) if t > 0 else mean
+        if t > 0:
+            x = mean + noise * _ancestral_std(var_type, beta, a_t, a_prev, eps_fn.model_var)
+        else:
+            x = mean
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
     return x
