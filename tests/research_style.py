@@ -118,20 +118,26 @@ class ADMStyleUNet(nn.Module):
 
 
 class CompVisStyleUNet(nn.Module):
-    """CompVis's `UNetModel` layout over the tiny LDM's blocks, with CompVis's forward."""
+    """openaimodel's `UNetModel` layout (CompVis's forward; guided-diffusion's without a context) over
+    the blocks of one of our `ldm.UNetModel`s."""
 
     def __init__(self, ours):
         super().__init__()
-        self.model_channels, self.num_classes, self.predict_codebook_ids, self.dtype = ours.model_channels, None, \
-            False, torch.float32
+        self.model_channels, self.num_classes, self.predict_codebook_ids, self.dtype = ours.model_channels, \
+            ours.num_classes, False, torch.float32
         self.time_embed, self.input_blocks, self.middle_block = ours.time_embed, ours.input_blocks, ours.middle_block
         self.output_blocks, self.out = ours.output_blocks, ours.out
+        if ours.num_classes is not None:
+            self.label_emb = ours.label_emb
 
     def forward(self, x, timesteps=None, context=None, y=None):
+        assert (y is not None) == (self.num_classes is not None)
         half = self.model_channels // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(start=0, end=half, dtype=torch.float32) / half)
         args = timesteps[:, None].float() * freqs[None]
         emb = self.time_embed(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+        if self.num_classes is not None:
+            emb = emb + self.label_emb(y)
         hs, h = [], x.type(self.dtype)
         for module in self.input_blocks:
             h = module(h, emb, context)

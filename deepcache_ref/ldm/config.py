@@ -45,6 +45,9 @@ class UNetParams:
     resblock_updown: bool = False
     legacy: bool = True
     num_heads_upsample: int = -1
+    num_classes: Optional[int] = None  # class labels into the time embedding (ADM-style; not with crossattn)
+    use_new_attention_order: bool = False
+    n_embed: Optional[int] = None     # codebook prediction: not supported
 
 
 @dataclass
@@ -167,8 +170,8 @@ def check_supported(cfg, source="config"):
     if u.model_channels < 1 or not u.channel_mult or min(u.channel_mult) < 1 or u.num_res_blocks < 1:
         raise ConfigError(f"{source}: unet_config.params needs model_channels, channel_mult entries and "
                           "num_res_blocks >= 1")
-    for key, expected in [("use_spatial_transformer", True), ("use_scale_shift_norm", False), ("resblock_updown", False),
-                          ("conv_resample", True), ("dims", 2), ("use_fp16", False), ("legacy", True)]:
+    for key, expected in [("use_spatial_transformer", True), ("dims", 2), ("use_fp16", False), ("num_classes", None),
+                          ("n_embed", None)]:  # the U-Net's other options (scale-shift, updown, ...) are all built
         _require(source, f"unet_config.params.{key}", getattr(u, key), expected)
     if not 0 <= u.dropout < 1:
         raise ConfigError(f"{source}: unet_config.params.dropout must be in [0, 1), got {u.dropout}")

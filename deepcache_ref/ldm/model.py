@@ -102,13 +102,7 @@ class LatentDiffusionModel(DiffusionModel):
         first_beta = np.linspace(p.linear_start**0.5, p.linear_end**0.5, p.timesteps, dtype=np.float64)[0] ** 2
         self.final_alpha_cumprod = float(np.float32(1.0 - first_beta))  # = float(alphas_cumprod[0]), on any device
         u = p.unet_config.params
-        self.unet = UNetModel(
-            in_channels=u.in_channels, out_channels=u.out_channels, model_channels=u.model_channels,
-            channel_mult=tuple(u.channel_mult), num_res_blocks=u.num_res_blocks,
-            attention_resolutions=tuple(u.attention_resolutions), num_heads=u.num_heads,
-            num_head_channels=u.num_head_channels, transformer_depth=u.transformer_depth,
-            context_dim=u.context_dim, dropout=u.dropout,
-        )
+        self.unet = UNetModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(u).items()})
         f = p.first_stage_config.params
         dd = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(f.ddconfig).items()}
         self.first_stage = VQModel(embed_dim=f.embed_dim, n_embed=f.n_embed, ddconfig=dd)

@@ -150,6 +150,7 @@ def test_partial_after_full_is_bitwise_exact_cin256v2_random_weights():
     u = deepcache_ref.load_config("cin256-v2").model.params.unet_config.params
     torch.manual_seed(0)
     unet = UNetModel(model_channels=u.model_channels, channel_mult=u.channel_mult, num_heads=u.num_heads,
-                     attention_resolutions=u.attention_resolutions, context_dim=u.context_dim).eval()
+                     attention_resolutions=u.attention_resolutions, context_dim=u.context_dim,
+                     use_spatial_transformer=True).eval()
     assert unet.num_branches == 12
     _assert_exact(unet, torch.randn(1, 3, 64, 64), torch.tensor([500]), torch.randn(1, 1, 512))
