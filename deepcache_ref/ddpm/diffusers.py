@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import ConfigError
+from .unet import UNet
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
@@ -61,11 +62,12 @@ def weights_file(folder):
     return Path(folder) / WEIGHTS[0]
 
 
-def config_dict(folder):
-    """A `DDPMConfig` as a plain dict from a diffusers folder; ConfigError naming the unsupported field."""
-    folder = Path(folder)
-    path = folder / "config.json"
-    unet = {**UNET_DEFAULTS, **_json(path)}
+def model_section(config, source):
+    """Our `model:` section of a UNet2DModel config (a dict, as `config.json` or `module.config`
+    holds it; omitted fields take diffusers' defaults); ConfigError naming a field this U-Net cannot
+    represent. A folder's `config.json` and an in-memory module get the same checks."""
+    path = source
+    unet = {**UNET_DEFAULTS, **{k: v for k, v in dict(config).items() if not k.startswith("_") or k == "_class_name"}}
     if unet.get("_class_name", "UNet2DModel") != "UNet2DModel":
         raise ConfigError(f"{path}: _class_name is {unet['_class_name']!r}; only UNet2DModel folders are read")
     for key, value in REQUIRED.items():
@@ -98,6 +100,16 @@ def config_dict(folder):
     if not isinstance(size, int):
         raise ConfigError(f"{path}: sample_size must be an integer, got {size!r}")
 
+    return {"ch": ch, "out_ch": unet["out_channels"], "ch_mult": [c // ch for c in chans],
+            "num_res_blocks": unet["layers_per_block"], "attn_resolutions": [size // 2**i for i, a in enumerate(attn) if a],
+            "dropout": unet["dropout"], "resamp_with_conv": True, "in_channels": unet["in_channels"], "resolution": size}
+
+
+def config_dict(folder):
+    """A `DDPMConfig` as a plain dict from a diffusers folder; ConfigError naming the unsupported field."""
+    folder = Path(folder)
+    model = model_section(_json(folder / "config.json"), folder / "config.json")
+
     spath = folder / "scheduler_config.json"
     if not spath.is_file():
         raise ConfigError(f"{folder}: no scheduler_config.json (the noise schedule); download it into the folder")
@@ -110,11 +122,7 @@ def config_dict(folder):
         raise ConfigError(f"{spath}: variance_type is {sched['variance_type']!r}; use fixed_large or fixed_small")
     return {
         "name": folder.name,
-        "model": {"ch": ch, "out_ch": unet["out_channels"], "ch_mult": [c // ch for c in chans],
-                  "num_res_blocks": unet["layers_per_block"],
-                  "attn_resolutions": [size // 2**i for i, a in enumerate(attn) if a],
-                  "dropout": unet["dropout"], "resamp_with_conv": True, "in_channels": unet["in_channels"],
-                  "resolution": size},
+        "model": model,
         "diffusion": {"beta_schedule": "linear", "beta_start": sched["beta_start"], "beta_end": sched["beta_end"],
                       "num_timesteps": sched["num_train_timesteps"], "var_type": VARIANCE[sched["variance_type"]]},
         "checkpoint": {"file": str(weights_file(folder).resolve()), "source": f"the diffusers folder {folder}"},
@@ -176,3 +184,16 @@ def to_ddpm_state(state):
             value = value[:, :, None, None]
         out[ours] = value
     return out
+
+
+def from_module(module):
+    """Our `ddpm.UNet` holding the weights of a diffusers `UNet2DModel` object, after the same field
+    checks as a folder's `config.json` (ConfigError naming the field), so a module of another
+    configuration is refused instead of converted into a different function. To cache a module of
+    any configuration as it is, use `samplers.adapt_unet(module)` instead."""
+    if type(module).__name__ != "UNet2DModel":
+        raise ConfigError(f"{type(module).__name__}: only UNet2DModel objects convert to this U-Net")
+    model = model_section(module.config, "UNet2DModel.config")
+    unet = UNet(**{k: tuple(v) if isinstance(v, list) else v for k, v in model.items()})
+    unet.load_state_dict(to_ddpm_state(module.state_dict()), strict=True)
+    return unet.eval()

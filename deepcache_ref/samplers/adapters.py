@@ -14,8 +14,9 @@ consumes `hs[n-1-j]`. For `cache_branch = k` (Ma et al., CVPR 2024, Algorithm 1)
 
 `CachedPasses` writes these passes once, over five stages that a structure provides: `_embed(t,
 **cond)` (it sees the conditioning, so a label embedding fits), `_down(x, emb, num_skips, **cond)`,
-`_mid(h, emb, **cond)`, `_up_block(j, h, emb, **cond)` (h already concatenated with its skip) and
-`_head(h, x)`. Every pass runs the same stages stopped at different depths, so a partial pass right
+`_mid(h, emb, **cond)`, `_up_block(j, h, skip, emb, **cond)` (up block j on the running state h and
+its skip feature) and `_head(h, x, t)`. The running state, and so the cached feature, is the
+feature map `h`, or `(h, skip_sample)` for U-Nets that carry a skip sample along the up path. Every pass runs the same stages stopped at different depths, so a partial pass right
 after a full pass at the same inputs reproduces it bit for bit. The stages call the module's own
 blocks in the module's own order, so the plain pass equals the module's own forward.
 
@@ -28,6 +29,11 @@ Structures (`STRUCTURES`, tried in order):
 * `DDPMUNet`: ermongroup/ddim's (and pesser/pytorch_diffusion's) `Model`: `temb.dense`, `conv_in`,
   `down`, `mid`, `up`, `norm_out`, `conv_out`; `hs[0] = conv_in(x)`, then every down ResnetBlock
   (+attention) and Downsample output.
+* `DiffusersUNet2D`: diffusers' `UNet2DModel` in the configurations its own forward runs (the
+  down/up block types in `DiffusersUNet2D.BLOCKS`, skip-sample blocks included; time embeddings
+  positional, learned or Fourier; class embeddings; `center_input_sample`): `hs[0] = conv_in(x)`,
+  then every down resnet(+attention) and downsampler output, as diffusers' own residuals. Class
+  labels are `class_labels=`; the output is the sample tensor (what `.sample` holds).
 
 This package's own U-Nets (`ddpm.UNet`, `ldm.UNetModel`) mirror these structures and run through
 the same classes.
@@ -83,7 +89,7 @@ class CachedPasses:
         for j in range(start, self.num_branches):
             if j == cache_at:
                 cached = h
-            h = self._up_block(j, torch.cat([h, hs.pop()], dim=1), emb, **cond)
+            h = self._up_block(j, h, hs.pop(), emb, **cond)
         return h, cached
 
     def _check_branch(self, branch):
@@ -94,7 +100,7 @@ class CachedPasses:
         emb = self._embed(t, **cond)
         hs = self._down(x, emb, self.num_branches, **cond)
         h, cached = self._up(self._mid(hs[-1], emb, **cond), hs, emb, 0, cache_at, **cond)
-        return self._head(h, x), cached
+        return self._head(h, x, t), cached
 
     def __call__(self, x, t, **cond):
         """The plain pass: the module's forward."""
@@ -111,7 +117,7 @@ class CachedPasses:
         emb = self._embed(t, **cond)
         hs = self._down(x, emb, branch + 1, **cond)
         h, _ = self._up(cached, hs, emb, self.num_branches - 1 - branch, **cond)
-        return self._head(h, x)
+        return self._head(h, x, t)
 
     def _frequencies(self, name, make, dim, device):
         """The module's own frequency buffer `name` if it keeps one, else one made here once per device."""
@@ -169,10 +175,10 @@ class OpenAIUNet(CachedPasses):
     def _mid(self, h, emb, context=None, y=None):
         return self.module.middle_block(h, emb, *self._cond(context))
 
-    def _up_block(self, j, h, emb, context=None, y=None):
-        return self.module.output_blocks[j](h, emb, *self._cond(context))
+    def _up_block(self, j, h, skip, emb, context=None, y=None):
+        return self.module.output_blocks[j](torch.cat([h, skip], dim=1), emb, *self._cond(context))
 
-    def _head(self, h, x):
+    def _head(self, h, x, t):
         return self.module.out(h if self.dtype is None else h.type(x.dtype))
 
 
@@ -218,23 +224,127 @@ class DDPMUNet(CachedPasses):
         mid = self.module.mid
         return mid.block_2(mid.attn_1(mid.block_1(h, temb)), temb)
 
-    def _up_block(self, j, h, temb):
+    def _up_block(self, j, h, skip, temb):
         m = self.module
         level, b = self.up_order[j]
         up = m.up[level]
-        h = up.block[b](h, temb)
+        h = up.block[b](torch.cat([h, skip], dim=1), temb)
         if len(up.attn) > 0:
             h = up.attn[b](h)
         if b == m.num_res_blocks and level != 0:
             h = up.upsample(h)
         return h
 
-    def _head(self, h, x):
+    def _head(self, h, x, t):
         m = self.module
         return m.conv_out(self.nonlinearity(m.norm_out(h)))
 
 
-STRUCTURES = (OpenAIUNet, DDPMUNet)
+class DiffusersUNet2D(CachedPasses):
+    """diffusers' `UNet2DModel`, read block by block with its own modules."""
+
+    title = "diffusers' UNet2DModel"
+    needs = ("time_proj", "time_embedding", "conv_in", "down_blocks", "mid_block", "up_blocks", "conv_norm_out",
+             "conv_act", "conv_out", "config")
+    BLOCKS = {"DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D",
+              "UpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D"}
+
+    def __init__(self, module):
+        super().__init__(module)
+        blocks = [*module.down_blocks, *module.up_blocks]
+        unsupported = sorted({type(b).__name__ for b in blocks} - self.BLOCKS)
+        if unsupported or any(getattr(b, "has_cross_attention", False) for b in blocks):
+            raise UserError(f"{type(module).__name__}: block type(s) {', '.join(unsupported) or 'with cross-attention'} "
+                            f"are not supported here (supported: {', '.join(sorted(self.BLOCKS))})")
+        self.up_order = [(b, r) for b, block in enumerate(module.up_blocks) for r in range(len(block.resnets))]
+        self.num_branches = len(self.up_order)
+        self.skips = any(hasattr(b, "skip_conv") for b in module.up_blocks)  # the up path carries a skip sample
+        self.fourier = module.config.time_embedding_type == "fourier"
+
+    @staticmethod
+    def _takes_temb(layer):
+        return "temb" in inspect.signature(type(layer).forward).parameters
+
+    def _embed(self, t, class_labels=None):
+        m = self.module
+        emb = m.time_embedding(m.time_proj(t).to(dtype=m.dtype))
+        if (class_labels is not None) != (m.class_embedding is not None):
+            raise UserError(f"{type(m).__name__} {'needs' if m.class_embedding is not None else 'takes no'} "
+                            "class_labels=")
+        if class_labels is not None:
+            if m.config.class_embed_type == "timestep":
+                class_labels = m.time_proj(class_labels)
+            emb = emb + m.class_embedding(class_labels).to(dtype=m.dtype)
+        return emb
+
+    def _down(self, x, emb, num_skips, class_labels=None):
+        m = self.module
+        skip = 2 * x - 1.0 if m.config.center_input_sample else x
+        h = m.conv_in(skip)
+        hs = [h]
+        for block in m.down_blocks:
+            attentions = getattr(block, "attentions", None)
+            for r, resnet in enumerate(block.resnets):
+                if len(hs) == num_skips:
+                    return hs
+                h = resnet(h, emb)
+                if attentions is not None:
+                    h = attentions[r](h)
+                hs.append(h)
+            if block.downsamplers is not None:
+                if len(hs) == num_skips:
+                    return hs
+                if hasattr(block, "skip_conv"):
+                    h = block.resnet_down(h, emb)
+                    for down in block.downsamplers:
+                        skip = down(skip)
+                    h = block.skip_conv(skip) + h
+                else:
+                    for down in block.downsamplers:
+                        h = down(h, temb=emb) if self._takes_temb(down) else down(h)
+                hs.append(h)
+        return hs
+
+    def _mid(self, h, emb, class_labels=None):
+        mid = self.module.mid_block
+        h = mid(h, emb) if mid is not None else h
+        return (h, None) if self.skips else h
+
+    def _up_block(self, j, state, skip_feature, emb, class_labels=None):
+        m = self.module
+        h, skip = state if self.skips else (state, None)
+        b, r = self.up_order[j]
+        block = m.up_blocks[b]
+        attentions = getattr(block, "attentions", None)
+        skip_block = hasattr(block, "skip_conv")
+        h = block.resnets[r](torch.cat([h, skip_feature], dim=1), emb)
+        if attentions is not None and not skip_block:
+            h = attentions[r](h)
+        if r == len(block.resnets) - 1:  # the block's tail
+            if skip_block:
+                if attentions is not None:
+                    h = attentions[0](h)
+                skip = block.upsampler(skip) if skip is not None else 0
+                if block.resnet_up is not None:
+                    skip = skip + block.skip_conv(block.act(block.skip_norm(h)))
+                    h = block.resnet_up(h, emb)
+            elif block.upsamplers is not None:
+                for up in block.upsamplers:
+                    h = up(h, temb=emb) if self._takes_temb(up) else up(h)
+        return (h, skip) if self.skips else h
+
+    def _head(self, state, x, t):
+        m = self.module
+        h, skip = state if self.skips else (state, None)
+        h = m.conv_out(m.conv_act(m.conv_norm_out(h)))
+        if skip is not None:
+            h = h + skip
+        if self.fourier:
+            h = h / t.reshape((h.shape[0], *([1] * len(h.shape[1:]))))
+        return h
+
+
+STRUCTURES = (OpenAIUNet, DDPMUNet, DiffusersUNet2D)
 
 
 def follows_contract(obj):
