@@ -96,3 +96,18 @@ def test_what_it_does_not_support_is_an_error(models):
         DDIMSampler(other)
     with pytest.raises(UserError, match="LatentDiffusion-like"):
         DDIMSampler(nn.Linear(2, 2))
+
+
+def test_plms_with_a_cache_is_our_plms_sample_bit_for_bit(models):
+    from deepcache_ref.samplers import plms_sample
+
+    ours, model = models
+    fix = load_fixture("ldm/tiny_sample_plms_cfg3.pt")
+    cache = CacheSchedule(3, 1)
+    samples, _ = PLMSSampler(model, cache=cache).sample(
+        S=10, conditioning=fix["c"], batch_size=2, shape=[3, 8, 8], verbose=False, x_T=fix["x_T"],
+        unconditional_guidance_scale=3.0, unconditional_conditioning=fix["uc"])
+    by_hand = plms_sample(ClassifierFreeGuidance(ours.unet, 3.0, fix["uc"]), fix["x_T"], make_timesteps(10, offset=1),
+                          ours.alphas_cumprod, cache=cache, final_alpha_cumprod=ours.final_alpha_cumprod,
+                          model_kwargs={"context": fix["c"]})
+    assert torch.equal(samples, by_hand) and not torch.allclose(samples, fix["samples"], atol=1e-4)

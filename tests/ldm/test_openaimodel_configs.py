@@ -86,3 +86,45 @@ def test_adm_unet_takes_model_and_diffusion_defaults():
         adm_unet(64, 32, 1, channel_mult="1,2", learn_sigmas=True)
     with pytest.raises(UserError, match="use_fp16=True"):
         UNetModel(**TINY, num_heads=1, use_fp16=True)
+
+
+COMPVIS = {  # unet_config.params of CompVis's configs/latent-diffusion/*.yaml -> published U-Net size (LDM paper)
+    "lsun_churches-ldm-kl-8": (dict(image_size=32, in_channels=4, out_channels=4, model_channels=192,
+                                    attention_resolutions=[1, 2, 4, 8], num_res_blocks=2, channel_mult=[1, 2, 2, 4, 4],
+                                    num_heads=8, use_scale_shift_norm=True, resblock_updown=True), 294e6),
+    "celebahq-ldm-vq-4": (dict(image_size=64, in_channels=3, out_channels=3, model_channels=224,
+                               attention_resolutions=[8, 4, 2], num_res_blocks=2, channel_mult=[1, 2, 3, 4],
+                               num_head_channels=32), 274e6),
+    "cin-ldm-vq-f8": (dict(image_size=32, in_channels=4, out_channels=4, model_channels=256,
+                           attention_resolutions=[4, 2, 1], num_res_blocks=2, channel_mult=[1, 2, 4],
+                           num_head_channels=32, use_spatial_transformer=True, transformer_depth=1, context_dim=512),
+                      395e6),
+}
+ADM = {  # guided-diffusion's model flags (its README) -> published model size (ADM paper)
+    "ImageNet 64, conditional": (dict(image_size=64, num_channels=192, num_res_blocks=3, learn_sigma=True,
+                                      class_cond=True, attention_resolutions="32,16,8", num_head_channels=64,
+                                      use_scale_shift_norm=True, resblock_updown=True, use_new_attention_order=True),
+                                 296e6),
+    "ImageNet 128, conditional": (dict(image_size=128, num_channels=256, num_res_blocks=2, learn_sigma=True,
+                                       class_cond=True, attention_resolutions="32,16,8", num_heads=4,
+                                       use_scale_shift_norm=True, resblock_updown=True), 422e6),
+    "ImageNet 256, conditional": (dict(image_size=256, num_channels=256, num_res_blocks=2, learn_sigma=True,
+                                       class_cond=True, attention_resolutions="32,16,8", num_head_channels=64,
+                                       use_scale_shift_norm=True, resblock_updown=True), 554e6),
+    "ImageNet 512, conditional": (dict(image_size=512, num_channels=256, num_res_blocks=2, learn_sigma=True,
+                                       class_cond=True, attention_resolutions="32,16,8", num_head_channels=64,
+                                       use_scale_shift_norm=True, resblock_updown=True), 559e6),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPVIS) + list(ADM))
+def test_published_configs_build_with_the_published_sizes(name):
+    with torch.device("meta"):
+        if name in COMPVIS:
+            params, size = COMPVIS[name]
+            unet = UNetModel(**params)
+        else:
+            params, size = ADM[name]
+            unet = adm_unet(**params)
+    count = sum(p.numel() for p in unet.parameters())
+    assert abs(count - size) < 0.005 * size, f"{name}: {count / 1e6:.1f}M parameters, published {size / 1e6:.0f}M"
