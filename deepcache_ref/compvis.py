@@ -11,8 +11,9 @@ In a CompVis (or Stable Diffusion original-repo) script, swap one import line:
 its `alphas_cumprod` buffer, `model.model.diffusion_model` (the U-Net, cached through
 `samplers.adapt_unet`, sharing its weights) and `model.model.conditioning_key` (`crossattn`: the
 conditioning is the U-Net's `context`; `adm`: its class labels `y`; None: unconditional). The
-timesteps, the alpha_bar after the last step, guidance on `[uncond; cond]`, the noise (drawn from
-torch's global generator, once per step, when eta > 0), `x_T`, `callback(i)`, `img_callback(pred_x0,
+timesteps, the alpha_bar after the last step, guidance on `[uncond; cond]`, the noise (torch's
+global generator, drawn as often as CompVis draws it, eta 0 included, so a loop of batches with
+`x_T=None` starts each batch from CompVis's noise), `x_T`, `callback(i)`, `img_callback(pred_x0,
 i)` and the `intermediates` dict (`x_inter`, `pred_x0`, every `log_every_t` steps and the last)
 follow CompVis. Options of CompVis's samplers that are not implemented here (`mask`, `x0`,
 `quantize_x0`, `normals_sequence`, `temperature`, `noise_dropout`, `score_corrector`, ...) are an
@@ -34,6 +35,7 @@ KEYS = {"crossattn": "context", "adm": "y", None: None}  # conditioning_key -> t
 class _CompVisSampler:
     name = ""
     sample_fn = None
+    extra_draws = 0  # noise draws beyond one per step that CompVis's sampler makes at eta 0
 
     def __init__(self, model, cache=None, schedule="linear", **kwargs):
         if schedule != "linear":
@@ -77,14 +79,18 @@ class _CompVisSampler:
             raise UserError(f"{self.name}: got {c.shape[0]} conditionings but batch_size = {batch_size}")
         scale = float(unconditional_guidance_scale)
         guided = unconditional_conditioning is not None and scale != 1.0
-        if guided and self.keyword != "context":
-            raise UserError(f"{self.name}: guidance needs a cross-attention model (conditioning_key crossattn)")
+        if guided and self.keyword is None:
+            raise UserError(f"{self.name}: guidance needs a conditional model (conditioning_key crossattn or adm)")
         x = torch.randn((batch_size, *shape), device=device) if x_T is None else x_T
         timesteps = make_timesteps(S, "uniform", len(alphas), offset=1)
         total, log = len(timesteps), {"x_inter": [x], "pred_x0": [x]}
 
+        discarded = 0 if eta else 1  # CompVis draws noise at every step, eta 0 included (PLMS: twice at step 0)
+
         def step(info):
             i = info["i"]
+            for _ in range(discarded + (self.extra_draws if i == 0 and discarded else 0)):
+                torch.randn(x.shape, device=device)  # keeps torch's global generator where CompVis leaves it
             if callback is not None:
                 callback(i)
             if img_callback is not None:
@@ -94,8 +100,8 @@ class _CompVisSampler:
                 log["x_inter"].append(info["x"])
                 log["pred_x0"].append(info["x0_pred"])
 
-        unet = ClassifierFreeGuidance(self.unet, scale, self._conditioning(unconditional_conditioning)) if guided \
-            else self.unet
+        unet = ClassifierFreeGuidance(self.unet, scale, self._conditioning(unconditional_conditioning),
+                                      keyword=self.keyword) if guided else self.unet
         kw = {"model_kwargs": {self.keyword: c} if c is not None else {}, "cache": self.cache, "callback": step,
               "final_alpha_cumprod": float(alphas[0]), "progress": verbose}
         if eta:
@@ -116,3 +122,4 @@ class PLMSSampler(_CompVisSampler):
 
     name = "PLMSSampler"
     sample_fn = staticmethod(plms_sample)
+    extra_draws = 1

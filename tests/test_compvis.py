@@ -111,3 +111,37 @@ def test_plms_with_a_cache_is_our_plms_sample_bit_for_bit(models):
                           ours.alphas_cumprod, cache=cache, final_alpha_cumprod=ours.final_alpha_cumprod,
                           model_kwargs={"context": fix["c"]})
     assert torch.equal(samples, by_hand) and not torch.allclose(samples, fix["samples"], atol=1e-4)
+
+
+@pytest.mark.parametrize("sampler_class,eta,draws", [(DDIMSampler, 0.0, 10), (DDIMSampler, 1.0, 10), (PLMSSampler, 0.0, 11)])
+def test_the_global_generator_moves_as_compvis_moves_it(models, sampler_class, eta, draws):
+    """CompVis draws noise at every step, eta 0 included (PLMS twice at its first): a loop of batches
+    with x_T=None must start each batch from the noise CompVis would."""
+    _, model = models
+    torch.manual_seed(5)
+    sampler_class(model).sample(S=10, conditioning=torch.zeros(2, 1, 16), batch_size=2, shape=[3, 8, 8], eta=eta,
+                                verbose=False)
+    after = torch.randn(4)
+    torch.manual_seed(5)
+    for _ in range(1 + draws):  # x_T, then the sampler's draws
+        torch.randn(2, 3, 8, 8)
+    assert torch.equal(after, torch.randn(4))
+
+
+def test_guidance_of_a_class_conditional_adm_model(models):
+    from deepcache_ref.ldm.unet import UNetModel
+
+    ours, _ = models
+    torch.manual_seed(0)
+    unet = UNetModel(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(2,), num_heads=2,
+                     num_classes=10).eval()
+    model = LatentDiffusionLike(ours, conditioning_key="adm")
+    model.model.diffusion_model = CompVisStyleUNet(unet)
+    y, uc, x_T = torch.tensor([3, 4]), torch.tensor([9]), torch.randn(2, 3, 8, 8)
+    samples, _ = DDIMSampler(model, cache=CacheSchedule(2, 1)).sample(
+        S=6, conditioning=y, batch_size=2, shape=[3, 8, 8], x_T=x_T, unconditional_guidance_scale=2.0,
+        unconditional_conditioning=uc, verbose=False)
+    by_hand = ddim_sample(ClassifierFreeGuidance(unet, 2.0, uc, keyword="y"), x_T, make_timesteps(6, offset=1),
+                          ours.alphas_cumprod, cache=CacheSchedule(2, 1), final_alpha_cumprod=ours.final_alpha_cumprod,
+                          model_kwargs={"y": y})
+    assert torch.equal(samples, by_hand)

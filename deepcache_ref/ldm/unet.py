@@ -251,7 +251,7 @@ class UNetModel(DeepCacheUNet):
         in_channels=3,                        # input channels (latent or image)
         out_channels=3,                       # eps channels (twice the input's with learned sigma)
         model_channels=192,                   # base channel count
-        channel_mult=(1, 2, 3, 5),            # channel multiplier per level
+        channel_mult=(1, 2, 4, 8),            # channel multiplier per level
         num_res_blocks=2,                     # ResBlocks per level (down); +1 on the way up
         attention_resolutions=(8, 4, 2),      # downsampling factors that get attention
         num_heads=-1,                         # heads (head width = channels // heads) ...
@@ -265,7 +265,7 @@ class UNetModel(DeepCacheUNet):
         resblock_updown=False,                # resample with ResBlocks instead of Down/Upsample
         conv_resample=True,                   # learned convolutions in Down/Upsample
         use_new_attention_order=False,        # AttentionBlock: split q/k/v before the heads
-        legacy=True,                          # CompVis: heads of a SpatialTransformer (same result here)
+        legacy=True,                          # CompVis: False sizes heads by num_head_channels (its rule, below)
         dropout=0.0,
         dims=2,
         use_fp16=False,
@@ -279,19 +279,23 @@ class UNetModel(DeepCacheUNet):
                             "float32 weights, eps prediction); use autocast for half precision")
         if num_heads == -1 and num_head_channels == -1:
             raise UserError("UNetModel: set num_heads or num_head_channels")
-        if use_spatial_transformer and context_dim is None:
-            raise UserError("UNetModel: use_spatial_transformer needs context_dim")
+        if use_spatial_transformer != (context_dim is not None):
+            raise UserError("UNetModel: use_spatial_transformer and context_dim go together (cross-attention)")
         self.model_channels, self.num_classes = model_channels, num_classes
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes, emb_dim)
 
-        def attention(ch, heads):
+        def attention(ch, heads_of_block):
+            """CompVis's rule for heads and head width (guided-diffusion's when legacy)."""
+            heads = num_heads if num_head_channels == -1 else ch // num_head_channels
+            width = ch // num_heads if num_head_channels == -1 else num_head_channels
+            if legacy:
+                width = ch // heads if use_spatial_transformer else num_head_channels
             if use_spatial_transformer:
-                n = num_heads if num_head_channels == -1 else ch // num_head_channels
-                return SpatialTransformer(ch, n, ch // n, transformer_depth, dropout, context_dim)
-            return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order)
+                return SpatialTransformer(ch, heads, width, transformer_depth, dropout, context_dim)
+            return AttentionBlock(ch, heads_of_block, width, use_new_attention_order)
 
         def resblock(ch, out=None, **updown):
             return ResBlock(ch, emb_dim, dropout, out, use_scale_shift_norm=use_scale_shift_norm, **updown)

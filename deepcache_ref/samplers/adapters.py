@@ -137,6 +137,7 @@ class OpenAIUNet(CachedPasses):
 
     title = "openaimodel's UNetModel"
     needs = ("time_embed", "input_blocks", "middle_block", "output_blocks", "out", "model_channels")
+    inputs = ("x", "timesteps", "t", "context", "y", "kwargs")
 
     def __init__(self, module):
         super().__init__(module)
@@ -186,6 +187,7 @@ class DDPMUNet(CachedPasses):
     """ermongroup/ddim's (= pesser/pytorch_diffusion's) `Model`, and ours."""
 
     title = "ermongroup/ddim's Model"
+    inputs = ("x", "t")
     needs = ("temb", "conv_in", "down", "mid", "up", "norm_out", "conv_out", "ch", "num_resolutions",
              "num_res_blocks")
 
@@ -244,6 +246,7 @@ class DiffusersUNet2D(CachedPasses):
     """diffusers' `UNet2DModel`, read block by block with its own modules."""
 
     title = "diffusers' UNet2DModel"
+    inputs = ("sample", "timestep", "class_labels", "return_dict")
     needs = ("time_proj", "time_embedding", "conv_in", "down_blocks", "mid_block", "up_blocks", "conv_norm_out",
              "conv_act", "conv_out", "config")
     BLOCKS = {"DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D",
@@ -256,6 +259,8 @@ class DiffusersUNet2D(CachedPasses):
         if unsupported or any(getattr(b, "has_cross_attention", False) for b in blocks):
             raise UserError(f"{type(module).__name__}: block type(s) {', '.join(unsupported) or 'with cross-attention'} "
                             f"are not supported here (supported: {', '.join(sorted(self.BLOCKS))})")
+        if any(getattr(b, name, None) is not None for b in module.up_blocks for name in ("s1", "s2", "b1", "b2")):
+            raise UserError(f"{type(module).__name__}: FreeU (s1, s2, b1, b2 on the up blocks) is not supported")
         self.up_order = [(b, r) for b, block in enumerate(module.up_blocks) for r in range(len(block.resnets))]
         self.num_branches = len(self.up_order)
         self.skips = any(hasattr(b, "skip_conv") for b in module.up_blocks)  # the up path carries a skip sample
@@ -359,7 +364,14 @@ def adapt_unet(module):
         return module
     for structure in STRUCTURES:
         if all(hasattr(module, name) for name in structure.needs):
-            return structure(module)
+            passes = structure(module)
+            forward = getattr(type(module), "forward", None)
+            extra = [p for p in inspect.signature(forward).parameters if p not in ("self", *structure.inputs)] \
+                if forward is not None else []
+            if extra:  # e.g. guided-diffusion's SuperResModel: its forward does more than the structure's
+                raise UserError(f"{type(module).__name__}.forward takes {', '.join(extra)}: its forward does more than "
+                                f"{structure.title}'s, which is what can be cached")
+            return passes
     closest = min(STRUCTURES, key=lambda s: sum(not hasattr(module, n) for n in s.needs))
     missing = [n for n in closest.needs if not hasattr(module, n)]
     raise UserError(f"{type(module).__name__} is not a U-Net this package can cache: it lacks {', '.join(missing)} "

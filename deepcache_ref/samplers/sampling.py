@@ -137,7 +137,8 @@ def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", 
     `ddpm_noisy`), the posterior variance beta_t (1 - alpha_bar_prev) / (1 - alpha_bar_t)
     (`fixedsmall`), or the U-Net's own (`learned_range`, ADM's learned sigma: the second half v of
     its output channels interpolates the log variance between the posterior variance and beta_t by
-    (v + 1) / 2). No noise is added at t = 0. `noise_fn(x)` is drawn once per step, the last included.
+    (v + 1) / 2). No noise is added at t = 0 (learned_range: at the last step, as ADM does). `noise_fn(x)`
+    is drawn once per step, the last included.
     """
     if var_type not in VAR_TYPES:
         raise UserError(f"unknown var_type {var_type!r} ({' | '.join(VAR_TYPES)})")
@@ -152,10 +153,8 @@ def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", 
         x0_pred = x0_pred.clamp(-1, 1) if clip_denoised else x0_pred
         mean = (math.sqrt(a_prev) * beta * x0_pred + math.sqrt(1 - beta) * (1 - a_prev) * x) / (1 - a_t)
         noise = noise_fn(x)
-        if t > 0:
-            x = mean + noise * _ancestral_std(var_type, beta, a_t, a_prev, eps_fn.model_var)
-        else:
-            x = mean
+        last = i == len(steps) - 1 if var_type == "learned_range" else t == 0  # ADM: by index; the DDPM code: t = 0
+        x = mean if last else mean + noise * _ancestral_std(var_type, beta, a_t, a_prev, eps_fn.model_var)
         if callback is not None:
             callback({"i": i, "t": t, "x": x, "x0_pred": x0_pred, "full": full})
     return x

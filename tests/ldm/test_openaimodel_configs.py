@@ -128,3 +128,15 @@ def test_published_configs_build_with_the_published_sizes(name):
             unet = adm_unet(**params)
     count = sum(p.numel() for p in unet.parameters())
     assert abs(count - size) < 0.005 * size, f"{name}: {count / 1e6:.1f}M parameters, published {size / 1e6:.0f}M"
+
+
+def test_compvis_non_legacy_head_rule():
+    base = dict(TINY, use_spatial_transformer=True, context_dim=16, num_head_channels=24)
+    shapes = {legacy: tuple(UNetModel(**base, legacy=legacy).state_dict()["input_blocks.3.1.proj_in.weight"].shape)
+              for legacy in (True, False)}
+    assert shapes == {True: (64, 64, 1, 1), False: (48, 64, 1, 1)}  # 2 heads of 64 // 2, or of num_head_channels
+    heads = {legacy: UNetModel(**TINY, num_heads=2, num_heads_upsample=4, legacy=legacy).output_blocks[1][1]
+             .attention.n_heads for legacy in (True, False)}
+    assert heads == {True: 4, False: 2}  # CompVis's non-legacy up path sizes heads by width, not by count
+    with pytest.raises(UserError, match="use_spatial_transformer and context_dim go together"):
+        UNetModel(**TINY, num_heads=1, context_dim=16)

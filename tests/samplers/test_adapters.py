@@ -256,3 +256,21 @@ def test_what_no_structure_fits_is_refused_by_name():
     partial.time_embed, partial.input_blocks, partial.model_channels = nn.Identity(), nn.ModuleList(), 4
     with pytest.raises(UserError, match="lacks middle_block, output_blocks, out"):
         adapt_unet(partial)
+
+
+def test_a_module_whose_forward_does_more_is_refused(adm):
+    class SuperResStyle(ADMStyleUNet):  # guided-diffusion's SuperResModel: upsamples and concatenates low_res first
+        def forward(self, x, timesteps, low_res=None, **kwargs):
+            return super().forward(x, timesteps, **kwargs)
+
+    with pytest.raises(UserError, match="SuperResStyle.forward takes low_res"):
+        adapt_unet(SuperResStyle())
+
+
+def test_learned_range_on_a_chain_that_stops_above_zero(adm):
+    from deepcache_ref.samplers import ddpm_sample
+
+    x_T, y = torch.randn(1, 3, 16, 16), torch.tensor([2])
+    out = ddpm_sample(adm, x_T, make_timesteps(5, offset=1), ALPHAS, var_type="learned_range", model_kwargs={"y": y},
+                      noise_fn=torch.randn_like)
+    assert torch.isfinite(out).all()

@@ -97,3 +97,11 @@ def test_conversion_refuses_in_memory_what_it_refuses_on_disk():
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([999, 20])
     with torch.no_grad():
         torch.testing.assert_close(ours(x, t), ho(x, t).sample, rtol=1e-4, atol=1e-4)
+
+
+def test_freeu_is_refused():
+    module, _, _, _ = _model("attention")
+    for name, value in dict(s1=0.9, s2=0.2, b1=1.2, b2=1.4).items():
+        setattr(module.up_blocks[1], name, value)
+    with pytest.raises(UserError, match="FreeU"):
+        adapt_unet(module)

@@ -109,5 +109,5 @@ def test_guidance_guides_eps_and_keeps_the_conditional_variance():
             return self(x, t, context)
 
     x = torch.zeros(1, 3, 2, 2)
-    out = ClassifierFreeGuidance(Fixed(), 3.0, torch.full((1, 1), 1.0))(x, torch.zeros(1), torch.full((1, 1), 2.0))
+    out = ClassifierFreeGuidance(Fixed(), 3.0, torch.full((1, 1), 1.0))(x, torch.zeros(1), context=torch.full((1, 1), 2.0))
     assert out.shape[1] == 6 and torch.all(out[:, :3] == 1 + 3 * (2 - 1)) and torch.all(out[:, 3:] == 2)
