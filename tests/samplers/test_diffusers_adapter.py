@@ -12,7 +12,7 @@ diffusers = pytest.importorskip("diffusers")
 
 SMALL = dict(sample_size=16, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8)
 CONFIGS = {
-    "default": ({}, 8),  # UNet2DModel() as diffusers builds it (114M parameters), on 8x8 inputs
+    "default": ({}, 8),  # UNet2DModel() as diffusers builds it (274M parameters), on 8x8 inputs
     "attention": (dict(SMALL, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                        up_block_types=("AttnUpBlock2D", "UpBlock2D")), 16),
     "skip samples, Fourier time, centred input": (dict(
