@@ -16,6 +16,9 @@ A cache policy answers one question: is step i full? Two kinds fit the same seam
 
 Every policy has a `branch` (the skip branch whose consumer's input is cached) and
 `validate(num_steps, num_branches)`, which raises before any work if it cannot run.
+
+A U-Net with learned sigma (ADM: twice the channels of x) gives the samplers its eps half; the
+variance half of the last call is `executor.model_var` (the ancestral sampler's `learned_range`).
 """
 
 import torch
