@@ -146,11 +146,24 @@ class Pipeline:
                                        model_kwargs=dict(zip(names, model_kwargs)), **kwargs, **extra)
 
     @torch.no_grad()
-    def to_images(self, x0):
-        """uint8 images [B, H, W, C] from the sampler's output (decoded first where the family decodes)."""
+    def to_images(self, x0, seeds=None, sampling=None):
+        """uint8 images [B, H, W, C] from the sampler's output (decoded first where the family decodes).
+        UserError, before anything is converted, if a value is not finite (naming the likely cause)."""
         with self.fast.autocast(self.device):
-            return to_uint8(self.model.decode(x0))
+            decoded = self.model.decode(x0)
+        bad = ~torch.isfinite(decoded.flatten(1)).all(dim=1)
+        if bool(bad.any()):
+            which = [s for s, b in zip(seeds, bad.tolist()) if b] if seeds is not None else bad.nonzero().flatten().tolist()
+            causes = []
+            if getattr(sampling, "scale", 1.0) != 1.0:
+                causes.append(f"the guidance scale (sampling.scale={sampling.scale})")
+            if self.fast.precision != "fp32":
+                causes.append(f"{self.fast.precision} precision overflowing")
+            causes.append("the checkpoint or the sampling settings")
+            raise UserError(f"the samples of seed(s) {which[:5]} hold NaN or infinite values (likely cause: "
+                            f"{', or '.join(causes)}); no image of this batch was written")
+        return to_uint8(decoded)
 
     def sample(self, seeds, sampling, cache=None, classes=None, progress=False):
         """uint8 images [B, H, W, C] for `seeds`."""
-        return self.to_images(self.sample_x0(seeds, sampling, cache, classes, progress))
+        return self.to_images(self.sample_x0(seeds, sampling, cache, classes, progress), seeds, sampling)

@@ -11,6 +11,7 @@ A run is deterministic for a given seed, resumption included.
 """
 
 import copy
+import io
 import json
 import math
 import sys
@@ -27,7 +28,7 @@ from deepcache_ref.core.checkpoint import check_file, safe_load
 from deepcache_ref.errors import CheckpointError, UserError
 from deepcache_ref.families import family_of
 from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
-from deepcache_ref.runs.files import atomic_write, check_outdir, write_json
+from deepcache_ref.runs.files import check_outdir, write_bytes, write_json
 from deepcache_ref.runs.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +64,11 @@ def check_training(t, total):
 
 
 def save(path, obj):
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save, atomically and byte-reproducibly: serialised in memory, so the archive inside
+    carries no file name (the same weights give the same bytes and md5 wherever they are saved)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def main(argv=None):

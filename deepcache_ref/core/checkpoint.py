@@ -128,6 +128,11 @@ def check_state_dict(model, state, path="checkpoint", known_models=None):
     unexpected = [k for k in got if k not in expected]
     shapes = [f"{k} {got[k]} != {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
     if not (missing or unexpected or shapes):
+        expected_float = {k for k, v in model.state_dict().items() if v.is_floating_point()}
+        kind = next((k for k, v in state.items() if k in expected_float and not v.is_floating_point()), None)
+        if kind is not None:
+            raise CheckpointError(f"{path}: {kind} holds {state[kind].dtype} values where the model has floating-point "
+                                  "weights: not a checkpoint of this model")
         bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
         if bad is not None:
             raise CheckpointError(f"{path} is corrupt: {bad} holds NaN or infinite values")

@@ -80,6 +80,32 @@ def write_json(path, data):
     return write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def write_bytes(path, data):
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def check_outputs(outputs, inputs=()):
+    """UserError unless every output is a file of its own: none is (by path or by inode) one of the
+    `inputs` or another output. `outputs` and `inputs` map a name (a flag) to a path or None.
+    Creates nothing."""
+
+    def same(a, b):
+        a, b = Path(a), Path(b)
+        if a.resolve() == b.resolve():
+            return True
+        try:
+            return a.exists() and b.exists() and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    outputs = [(k, v) for k, v in dict(outputs).items() if v]
+    inputs = [(k, v) for k, v in dict(inputs).items() if v]
+    for i, (name, path) in enumerate(outputs):
+        for other, source in inputs + outputs[:i]:
+            if same(path, source):
+                raise UserError(f"{name} {path} is also {other}: it would be overwritten; give another {name}")
+
+
 def write_npz(path, **arrays):
     def save(tmp):
         with open(tmp, "wb") as f:

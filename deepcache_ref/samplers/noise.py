@@ -1,10 +1,21 @@
 """Per-image random numbers: one generator per sample, as in NVlabs/edm."""
 
+import numbers
+
 import torch
 
 from ..errors import UserError
 
 MAX_SEED = (1 << 63) - 1  # seeds are distinct generator states up to here
+
+
+def _seed(s):
+    """An integer seed (Python, numpy or a 0-d integer tensor); never a truncated float or a bool."""
+    if isinstance(s, torch.Tensor) and s.ndim == 0 and not s.is_floating_point() and s.dtype != torch.bool:
+        s = s.item()
+    if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+        raise UserError(f"seed {s!r} is not an integer: seeds are integers in 0..{MAX_SEED}")
+    return int(s)
 
 
 class PerImageRNG:
@@ -16,7 +27,7 @@ class PerImageRNG:
 
     def __init__(self, seeds, device="cpu"):
         self.device = torch.device(device)
-        seeds = [int(s) for s in seeds]
+        seeds = [_seed(s) for s in seeds]
         bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
         if bad:
             raise UserError(f"seed {bad[0]} is out of range: seeds are integers in 0..{MAX_SEED} (2^63 - 1)")

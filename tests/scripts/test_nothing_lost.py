@@ -1,0 +1,82 @@
+"""Nothing lost, nothing silently wrong: outputs never alias inputs, non-finite samples never
+become images, checkpoints are byte-reproducible, values are checked instead of coerced."""
+
+import hashlib
+import runpy
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FIXTURES, SCRIPTS, tiny_ldm
+from deepcache_ref import Pipeline
+from deepcache_ref.core.checkpoint import check_state_dict
+from deepcache_ref.errors import CheckpointError, UserError
+from deepcache_ref.runs.cli import EXIT_ERROR, run
+from deepcache_ref.samplers import PerImageRNG
+
+
+def _main(script):
+    return runpy.run_path(str(SCRIPTS / script), run_name="not_main")["main"]
+
+
+def _bytes(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("argv", [
+    ["{x}", "--save-stats", "{x}"],                      # the samples' statistics over the samples
+    ["{x}", "{ref}", "--out", "{ref}"],                  # the result over the reference
+    ["{x}", "--save-stats", "{other}"],                  # a file fid.py does not write
+    ["{x}", "{ref}", "--save-stats", "{s}", "--out", "{s}"],  # two outputs in one file
+])
+def test_fid_never_writes_over_an_input_or_a_file_it_did_not_make(tmp_path, argv, capsys):
+    x, ref, other = tmp_path / "x.npz", tmp_path / "ref.npz", tmp_path / "notes.txt"
+    np.savez(x, arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    np.savez(ref, mu=np.zeros(4), sigma=np.eye(4))
+    other.write_text("mine")
+    before = _bytes(tmp_path)
+    argv = [a.format(x=x, ref=ref, other=other, s=tmp_path / "s.npz") for a in argv]
+    assert run(_main("fid.py"), argv) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and _bytes(tmp_path) == before, err
+
+
+def test_non_finite_samples_are_an_error_and_never_an_image(tmp_path, capsys):
+    model = tiny_ldm()
+    s = model.config.sampling
+    s.steps, s.scale = 4, 1e38  # guidance that overflows
+    with pytest.raises(UserError, match=r"seed\(s\) \[0, 1\] hold NaN or infinite values .*guidance scale"):
+        Pipeline(model).sample([0, 1], s, classes=[1, 2])
+    out = tmp_path / "out"
+    code = run(_main("sample.py"), ["--config", str(FIXTURES / "ldm/tiny_config.yaml"), "--ckpt",
+                                    str(FIXTURES / "ldm/tiny_ldm.ckpt"), "--steps", "4", "--scale", "1e38",
+                                    "--seeds", "0-1", "--outdir", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_ERROR and "NaN or infinite" in err and "Traceback" not in err
+    assert not list(out.rglob("*.png"))
+
+
+def test_checkpoints_are_byte_reproducible(tmp_path):
+    save = runpy.run_path(str(SCRIPTS / "train.py"), run_name="not_main")["save"]
+    torch.manual_seed(0)
+    weights = {"w": torch.randn(3, 3), "b": torch.zeros(3)}
+    save(tmp_path / "a.ckpt", weights)
+    save(tmp_path / "elsewhere.ckpt", {k: v.clone() for k, v in weights.items()})
+    md5 = [hashlib.md5((tmp_path / n).read_bytes()).hexdigest() for n in ("a.ckpt", "elsewhere.ckpt")]
+    assert md5[0] == md5[1]
+    assert torch.equal(torch.load(tmp_path / "a.ckpt", weights_only=True)["w"], weights["w"])
+
+
+def test_seeds_are_integers_never_coerced():
+    assert PerImageRNG([np.int64(3), torch.tensor(3)]).randn((2, 1)).unique().numel() == 1
+    for bad in (1.2, 1.7, True, "3", torch.tensor(1.5)):
+        with pytest.raises(UserError, match="is not an integer"):
+            PerImageRNG([bad])
+
+
+def test_weights_of_a_non_float_dtype_are_refused():
+    model = torch.nn.Linear(2, 2)
+    state = {k: v.to(torch.int32) for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="weight holds torch.int32 values where the model has floating-point"):
+        check_state_dict(model, state, "ints.safetensors")
