@@ -34,3 +34,6 @@ def test_the_planner_end_to_end_writes_its_table_and_a_command_sample_accepts(tm
                            "--outdir", str(tmp_path / "samples")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(list((tmp_path / "samples").glob("*.png"))) == 2
+    ran = json.loads((tmp_path / "samples" / "settings.json").read_text())["settings"]["config"]["sampling"]
+    pick = result["recommended"]
+    assert (ran["sampler"], ran["steps"]) == (pick["sampler"], pick["steps"]), "the command reproduces the pick"
