@@ -84,9 +84,21 @@ def overrides(args):
 
 def prepare(args, ranks):
     """Everything checked before any model work or any file is written."""
+    if args.outdir is not None and not args.outdir.strip():
+        raise UserError("--outdir is empty: name a folder (or leave --outdir out for the default)")
     cfg = load_config(args.config, overrides(args))
     if args.cache_file:
-        cfg = load_config(args.config, overrides(args) + load_schedule(args.cache_file, cfg.sampling))
+        schedule = load_schedule(args.cache_file, cfg.sampling)
+        flags = {"--cache-interval": args.cache_interval, "--cache-schedule": args.cache_schedule,
+                 "--cache-center": args.cache_center, "--cache-power": args.cache_power}
+        given = [flag for flag, value in flags.items() if value is not None]
+        branch = next(int(o.split("=")[1]) for o in schedule if o.startswith("sampling.cache_branch="))
+        if args.cache_branch is not None and args.cache_branch != branch:
+            given.append(f"--cache-branch {args.cache_branch} (the file's is {branch})")
+        if given:
+            raise UserError(f"--cache-file {args.cache_file} sets the cache schedule; {', '.join(given)} would "
+                            "disagree with it: give one or the other")
+        cfg = load_config(args.config, overrides(args) + schedule)
     s = cfg.sampling
     seeds = SeedRanges.parse(args.seeds)
     meta = build_model(cfg, "meta")

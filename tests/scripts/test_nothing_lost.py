@@ -80,3 +80,20 @@ def test_weights_of_a_non_float_dtype_are_refused():
     state = {k: v.to(torch.int32) for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError, match="weight holds torch.int32 values where the model has floating-point"):
         check_state_dict(model, state, "ints.safetensors")
+
+
+def test_a_schedule_file_and_cache_flags_that_disagree_are_refused(tmp_path, capsys):
+    import json
+
+    sched = tmp_path / "schedule.json"
+    sched.write_text(json.dumps({"sampler": "ddim", "steps": 10, "skip_type": "uniform", "eta": 0.0, "cache_branch": 1,
+                                 "cache_full_steps": [0, 4, 7]}))
+    common = ["--config", "digits", "--steps", "10", "--cache-file", str(sched), "--seeds", "0-1"]
+    for extra, message in [(["--cache-interval", "3"], "--cache-interval would disagree"),
+                           (["--cache-branch", "0"], "--cache-branch 0 (the file's is 1)"),
+                           (["--outdir", " "], "--outdir is empty")]:
+        out = tmp_path / "out"
+        assert run(_main("sample.py"), common + extra + (["--outdir", str(out)] if "--outdir" not in extra else [])) \
+            == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert message in err and not out.exists(), err
