@@ -31,7 +31,7 @@ class FastPath:
             raise UserError(f"unknown compile mode {self.compile_mode!r} ({' | '.join(COMPILE_MODES)})")
         if self.cuda_graph and self.compile_mode in CUDA_GRAPH_MODES:
             raise UserError(f"compile mode {self.compile_mode!r} already records each pass as a CUDA graph: use "
-                             "it without the whole-run graph, or combine the whole-run graph with 'default'")
+                            "it without the whole-run graph, or combine the whole-run graph with 'default'")
 
     @classmethod
     def parse(cls, text):
@@ -39,7 +39,7 @@ class FastPath:
         if precision not in PRECISIONS or set(flags) - {"cl", "graph"} or len(set(flags)) < len(flags) \
                 or mode not in ("eager", *COMPILE_MODES):
             raise UserError(f"malformed variant {text!r}: expected <eager|{'|'.join(COMPILE_MODES)}>:"
-                             f"<{'|'.join(PRECISIONS)}>[:cl][:graph]")
+                            f"<{'|'.join(PRECISIONS)}>[:cl][:graph]")
         return cls(None if mode == "eager" else mode, precision, "cl" in flags, "graph" in flags)
 
     def __str__(self):

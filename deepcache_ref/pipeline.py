@@ -53,7 +53,7 @@ def check_sampling(model, s, classes=None):
     cache.validate(len(timesteps), model.unet.num_branches)
     if not 0 <= s.cache_branch < model.unet.num_branches:  # also without caching: it is part of the settings
         raise UserError(f"cache branch {s.cache_branch} is out of range: the U-Net has branches "
-                         f"0..{model.unet.num_branches - 1}")
+                        f"0..{model.unet.num_branches - 1}")
     if classes is not None:
         if not model.num_classes:
             raise UserError("--classes applies to class-conditional models only; this one is unconditional")
@@ -141,9 +141,8 @@ class Pipeline:
         if spec.draws_noise(s):
             extra["noise_fn"] = noise_fn
         with self.fast.autocast(self.device):
-            return spec.fn(denoiser, x_T, self.model.timesteps(s.steps, s.skip_type),
-                                       self.alphas_cumprod, cache=cache, progress=progress,
-                                       model_kwargs=dict(zip(names, model_kwargs)), **kwargs, **extra)
+            return spec.fn(denoiser, x_T, self.model.timesteps(s.steps, s.skip_type), self.alphas_cumprod, cache=cache,
+                           progress=progress, model_kwargs=dict(zip(names, model_kwargs)), **kwargs, **extra)
 
     @torch.no_grad()
     def to_images(self, x0, seeds=None, sampling=None):

@@ -116,7 +116,7 @@ def prepare(args, ranks):
     image_shape = (shape[1], shape[2], shape[0])  # H, W, C
     if args.npz and seeds.count * int(np.prod(image_shape)) > NPZ_LIMIT:
         raise UserError(f"--npz holds all {seeds.count:,} images in memory ({NPZ_LIMIT >> 30} GiB at most): "
-                         "sample without --npz, or pack a smaller seed range")
+                        "sample without --npz, or pack a smaller seed range")
     check_outdir(outdir, needed_bytes=2 * int(np.prod(image_shape)) + 4096)
     check_settings(outdir, settings)
     return cfg, seeds, classes, timesteps, full_steps, fast, device, ckpt, settings, outdir, image_shape
@@ -142,7 +142,7 @@ def pack_npz(outdir, seeds, subdirs, labels=None):
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise UserError(f"--npz needs every image: {len(missing)} are missing (e.g. {missing[0]}); rerun when all "
-                         "tasks are done")
+                        "tasks are done")
     images = np.stack([np.asarray(Image.open(p)) for p in paths])
     if images.ndim == 3:
         images = images[..., None]
@@ -174,7 +174,7 @@ def main(argv=None):
     ranks.init()
     if not ranks.same(f"{fingerprint(settings)} {seeds} {cfg.sampling.batch_size} {Path(outdir).resolve()}"):
         raise UserError(f"rank {ranks.rank}: the ranks were started with different settings, seeds, batch sizes "
-                         "or output folders; start every rank with the same command")
+                        "or output folders; start every rank with the same command")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     s = cfg.sampling  # a signal that came before now stops every rank in the first round below

@@ -49,7 +49,7 @@ def load_images(cfg):
         images = images[..., None]
     if images.ndim != 4 or images.shape[1:] != (m.resolution, m.resolution, m.in_channels) or len(images) < 2:
         raise UserError(f"training.data: {path} holds images {list(images.shape)}; the model needs "
-                         f"[N >= 2, {m.resolution}, {m.resolution}, {m.in_channels}]")
+                        f"[N >= 2, {m.resolution}, {m.resolution}, {m.in_channels}]")
     x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
     return x / t.data_max * 2 - 1
 

@@ -166,7 +166,7 @@ def load_schedule(path, sampling):
     for key, value in made_for.items():
         if getattr(sampling, key) != value:
             raise UserError(f"--cache-file {path} was made for sampling.{key}={value}, this run has "
-                             f"{getattr(sampling, key)}: use the same setting or another schedule")
+                            f"{getattr(sampling, key)}: use the same setting or another schedule")
     interval = max(1, round(sampling.steps / len(steps)))  # for the folder name: the mean interval
     return ["sampling.cache_schedule=explicit", f"sampling.cache_full_steps={steps}",
             f"sampling.cache_branch={branch}", f"sampling.cache_interval={interval}"]

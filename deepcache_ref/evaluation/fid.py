@@ -64,7 +64,7 @@ def load_inception(weights, dims=2048, device="cpu"):
     path = Path(weights)
     if not path.is_file():
         raise UserError(f"Inception weights not found: {path}. Run `python scripts/download.py inception` (it "
-                         f"fetches {INCEPTION_URL}), or pass --inception-weights PATH")
+                        f"fetches {INCEPTION_URL}), or pass --inception-weights PATH")
     state = safe_load(path)
     original = fid_inception.load_state_dict_from_url
     fid_inception.load_state_dict_from_url = lambda url, progress=True: state
@@ -103,7 +103,7 @@ def _load(path, *keys):
             missing = [k for k in keys if k not in f.files]
             if missing:
                 raise UserError(f"{path} has no {' / '.join(missing)}: it holds {f.files} (images are arr_0, "
-                                 "statistics mu and sigma)")
+                                "statistics mu and sigma)")
             return [f[k] for k in keys]
     except (OSError, EOFError, ValueError) as e:
         if str(e).startswith(str(path)):
@@ -116,7 +116,7 @@ def npz_images(path):
     images, = _load(path, "arr_0")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
         raise UserError(f"{path}: arr_0 is {images.dtype} {list(images.shape)}; expected uint8 images [N, H, W, 3] "
-                         "(or [N, H, W, 1]) in 0..255")
+                        "(or [N, H, W, 1]) in 0..255")
     return images
 
 
@@ -141,7 +141,7 @@ def image_batches(path, batch_size):
                 size = batch[-1].shape
             elif batch[-1].shape != size:
                 raise UserError(f"{f} is {batch[-1].shape[1]}x{batch[-1].shape[0]}, the first image is "
-                                 f"{size[1]}x{size[0]}: one FID side needs images of one size")
+                                f"{size[1]}x{size[0]}: one FID side needs images of one size")
         yield np.stack(batch)
 
 
@@ -150,7 +150,7 @@ def read_statistics(path, dims):
     mu, sigma = _load(path, "mu", "sigma")
     if mu.shape != (dims,) or sigma.shape != (dims, dims) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise UserError(f"{path}: statistics of shape mu {list(mu.shape)}, sigma {list(sigma.shape)}; expected finite "
-                         f"[{dims}] and [{dims}, {dims}] (--dims {dims})")
+                        f"[{dims}] and [{dims}, {dims}] (--dims {dims})")
     return mu, sigma
 
 

@@ -46,7 +46,7 @@ def dist_env(env=None):
         missing = [k for k in ("RANK", "WORLD_SIZE") if k not in env]
         if missing:
             raise UserError(f"{' and '.join(missing)} is not set but {'RANK' if missing == ['WORLD_SIZE'] else 'WORLD_SIZE'}"
-                             " is: launch with torchrun, or unset both")
+                            " is: launch with torchrun, or unset both")
         rank, world, local = _int(env, "RANK"), _int(env, "WORLD_SIZE"), _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else 0
     elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env and _int(env, "SLURM_NTASKS") > 1:
         rank, world = _int(env, "SLURM_PROCID"), _int(env, "SLURM_NTASKS")
@@ -79,7 +79,7 @@ class Ranks:
         if "MASTER_ADDR" not in env:
             if "SLURM_JOB_NODELIST" not in env:
                 raise UserError(f"WORLD_SIZE={self.world} but MASTER_ADDR is not set: launch with torchrun "
-                                 "(or srun), or unset WORLD_SIZE and RANK")
+                                "(or srun), or unset WORLD_SIZE and RANK")
             nodes = subprocess.run(["scontrol", "show", "hostnames", env["SLURM_JOB_NODELIST"]],
                                    capture_output=True, text=True).stdout.split()
             if not nodes:
@@ -93,9 +93,9 @@ class Ranks:
             self.group = dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
         except (RuntimeError, ValueError) as e:  # DistNetworkError / DistStoreError / timeouts
             raise UserError(f"rank {self.rank} of {self.world}: the process group did not form within "
-                             f"{timeout:.0f} s at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
-                             f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): are all "
-                             "ranks running? (DEEPCACHE_RENDEZVOUS_TIMEOUT sets the wait)") from None
+                            f"{timeout:.0f} s at {env['MASTER_ADDR']}:{env['MASTER_PORT']} "
+                            f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): are all "
+                            "ranks running? (DEEPCACHE_RENDEZVOUS_TIMEOUT sets the wait)") from None
         return self
 
     def max(self, value):

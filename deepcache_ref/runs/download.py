@@ -60,7 +60,7 @@ def remotes(name, root=None, url=None):
     source = url or c.source
     if not source.startswith(("http://", "https://")):
         raise UserError(f"{name}: no direct download is known ({c.source}); fetch it by hand to "
-                         f"{root / c.file}, or give --url")
+                        f"{root / c.file}, or give --url")
     return [Remote.one(source, root / c.file, md5=c.md5, size=c.size)]
 
 
@@ -138,10 +138,10 @@ def _fetch(url, dest, remote, progress, chunk):
             total = have + int(length) if length is not None else None
             if total is not None and remote.size is not None and total != remote.size:
                 raise UserError(f"{url} serves {total:,} bytes, expected {remote.size:,}: another file; nothing "
-                                 "was downloaded")
+                                "was downloaded")
             if total is None and not (remote.md5 or remote.size or remote.sha256_prefix):
                 raise UserError(f"{url} sends no length and no checksum is known for {dest.name}: a cut transfer "
-                                 "could not be told from a whole one, so nothing was downloaded")
+                                "could not be told from a whole one, so nothing was downloaded")
             with open(part, "ab" if have else "wb") as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
                                                               desc=dest.name, disable=not progress) as bar:
                 try:

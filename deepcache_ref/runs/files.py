@@ -189,4 +189,4 @@ def check_outdir(outdir, needed_bytes=0):
     free = shutil.disk_usage(existing).free
     if free < needed_bytes:
         raise UserError(f"output folder {outdir}: only {free:,} bytes free, an image needs about "
-                         f"{needed_bytes:,}; free some space or give another --outdir")
+                        f"{needed_bytes:,}; free some space or give another --outdir")

@@ -102,7 +102,7 @@ def read_settings(outdir):
         return json.loads(path.read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{path} is unreadable or not a settings record: move it away (or use another "
-                         "--outdir)") from None
+                        "--outdir)") from None
 
 
 def check_settings(outdir, settings):
@@ -112,7 +112,7 @@ def check_settings(outdir, settings):
     if recorded is None:
         if outdir.is_dir() and (next(outdir.glob("[0-9]*.png"), None) or next(outdir.glob("[0-9]*/[0-9]*.png"), None)):
             raise UserError(f"{outdir} holds images but no {SETTINGS}: it was not made by this version, so its "
-                             "settings are unknown; give another --outdir")
+                            "settings are unknown; give another --outdir")
         return
     if recorded.get("code_version") != settings["code_version"]:
         raise UserError(f"{outdir} was made by deepcache_ref {recorded.get('code_version')}, whose settings record "
@@ -122,7 +122,7 @@ def check_settings(outdir, settings):
     if diff:
         key, old, new = diff
         raise UserError(f"{outdir} was made with {key}={_short(old)}, this run has {key}={_short(new)}: give another "
-                         "--outdir (or the same settings to continue that run)")
+                        "--outdir (or the same settings to continue that run)")
 
 
 def record_settings(outdir, settings, info=None):

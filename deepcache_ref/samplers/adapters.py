@@ -201,8 +201,8 @@ class DDPMUNet(CachedPasses):
 
     def _embed(self, t):
         m = self.module
-        temb = ddpm_timestep_embedding(t, m.ch, self._frequencies("temb_freqs", ddpm_timestep_frequencies, m.ch,
-                                                                   t.device))
+        freqs = self._frequencies("temb_freqs", ddpm_timestep_frequencies, m.ch, t.device)
+        temb = ddpm_timestep_embedding(t, m.ch, freqs)
         return m.temb.dense[1](self.nonlinearity(m.temb.dense[0](temb)))
 
     def _down(self, x, temb, num_skips):

@@ -39,7 +39,7 @@ class GraphedRun:
         for static, x in zip(self.inputs, inputs):
             if (x.shape, x.dtype, x.device, x.stride()) != (static.shape, static.dtype, static.device, static.stride()):
                 raise UserError(f"input {tuple(x.shape)} {x.dtype} on {x.device} does not match the captured "
-                                 f"{tuple(static.shape)} {static.dtype} on {static.device} (same strides too)")
+                                f"{tuple(static.shape)} {static.dtype} on {static.device} (same strides too)")
             static.copy_(x)
         self.graph.replay()
         return self.output.clone()

@@ -43,7 +43,7 @@ def sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod):
         raise UserError("timesteps must be ascending (as make_timesteps returns them)")
     if ts[0] < 0 or ts[-1] >= len(alphas_cumprod):
         raise UserError(f"timesteps must lie in 0..{len(alphas_cumprod) - 1} (the model's training timesteps), "
-                         f"got {ts[0]}..{ts[-1]}")
+                        f"got {ts[0]}..{ts[-1]}")
     ac = alphas_cumprod.double().cpu().tolist()
     if not (math.isfinite(final_alpha_cumprod) and 0 < final_alpha_cumprod <= 1):
         raise UserError(f"final_alpha_cumprod must be in (0, 1], got {final_alpha_cumprod!r}")
@@ -115,7 +115,7 @@ class CacheSchedule:
             return self._full_steps(num_steps)
         except OverflowError:
             raise UserError(f"cache power {self.power} is too small for {num_steps} steps (S^(1/p) overflows): "
-                             "use p in about 0.5..5") from None
+                            "use p in about 0.5..5") from None
 
     def _full_steps(self, num_steps):
         S, N = num_steps, self.interval
