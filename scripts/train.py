@@ -6,20 +6,29 @@
 eps-prediction MSE (summed over pixels, as the original), antithetic timestep pairs, Adam with
 linear warm-up, gradient clipping and an EMA of the weights. The workdir holds `ckpt.pth` in
 ermongroup/ddim's layout `[model_state ("module."), optimizer_state, epoch, step, ema_state]` plus
-a sixth entry with the data order and random states (for an exact resume) and `ema.ckpt`, the EMA weights as a plain state dict (what the package ships for `digits`).
-A run is deterministic for a given seed, resumption included.
+a sixth entry with the data order and random states (for an exact resume), `ema.ckpt`, the EMA
+weights as a plain state dict (what the package ships for `digits`), and `train_settings.json`.
+A run is deterministic for a given seed, resumption included, and its files are byte-reproducible.
+
+A folder is one training: the first run records its settings (model, diffusion, training; the
+length and save interval aside), and a later run continues only with equal settings, or is refused
+naming the first difference; a folder with `ema.ckpt` but no `ckpt.pth` is refused; a rerun of a
+finished training rewrites nothing; `ema.ckpt` left stale by a kill between the two writes is
+repaired from `ckpt.pth`; SIGTERM / SIGUSR1 save at the next step and exit with status 3.
 """
 
 import copy
 import io
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from tqdm import tqdm
 
 import deepcache_ref
@@ -27,8 +36,9 @@ from deepcache_ref import ddpm
 from deepcache_ref.core.checkpoint import check_file, safe_load
 from deepcache_ref.errors import CheckpointError, UserError
 from deepcache_ref.families import family_of
-from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
-from deepcache_ref.runs.files import check_outdir, write_bytes, write_json
+from deepcache_ref.runs.cli import EXIT_STOPPED, ArgumentParser, positive_int, run
+from deepcache_ref.runs.files import check_outdir, create_exclusive, write_bytes, write_json
+from deepcache_ref.runs.record import first_difference
 from deepcache_ref.runs.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,6 +73,38 @@ def check_training(t, total):
             raise UserError(f"training.{key}={getattr(t, key, total)} is out of range")
 
 
+SETTINGS = "train_settings.json"
+NOT_SETTINGS = ("num_steps", "save_every")  # how long and how often: the same training either way
+STOP = []
+
+
+def training_settings(cfg):
+    """What determines the weights of a training run (its length and save interval aside)."""
+    config = OmegaConf.to_container(OmegaConf.structured(cfg))
+    training = {k: v for k, v in config["training"].items() if k not in NOT_SETTINGS}
+    return {"model": config["model"], "diffusion": config["diffusion"], "training": training}
+
+
+def read_training_settings(workdir):
+    path = Path(workdir) / SETTINGS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is not a training settings record: move it away or give another --workdir") from None
+
+
+def repair_ema(workdir, ema_state):
+    """ema.ckpt as ckpt.pth says it is (a kill between the two writes leaves a stale one)."""
+    buffer = io.BytesIO()
+    torch.save(ema_state, buffer)
+    path = Path(workdir) / "ema.ckpt"
+    if not path.exists() or path.read_bytes() != buffer.getvalue():
+        write_bytes(path, buffer.getvalue())
+        print(f"{path} did not match {Path(workdir) / 'ckpt.pth'}: rewritten from it", file=sys.stderr)
+
+
 def save(path, obj):
     """torch.save, atomically and byte-reproducibly: serialised in memory, so the archive inside
     carries no file name (the same weights give the same bytes and md5 wherever they are saved)."""
@@ -88,6 +130,17 @@ def main(argv=None):
     check_outdir(workdir)
     data = load_images(cfg)
     ckpt = workdir / "ckpt.pth"
+    settings = training_settings(cfg)
+    recorded = read_training_settings(workdir)
+    if not ckpt.exists() and ((workdir / "ema.ckpt").exists() or recorded is not None):
+        raise UserError(f"{workdir} holds {'ema.ckpt' if (workdir / 'ema.ckpt').exists() else SETTINGS} but no "
+                        "ckpt.pth: it is not a training folder this script can continue; move it away or give "
+                        "another --workdir")
+    if recorded is not None:
+        diff = first_difference(recorded, settings)
+        if diff:
+            raise UserError(f"{workdir} was trained with {diff[0]}={diff[1]!r}, this run has {diff[0]}={diff[2]!r}: "
+                            "give another --workdir (or the same settings to continue that training)")
     state = None
     if ckpt.exists():  # read and checked before anything is written
         check_file(ckpt)
@@ -116,9 +169,17 @@ def main(argv=None):
             raise CheckpointError(f"{ckpt} does not fit the `{cfg.name}` config or was not written by train.py "
                                   f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): "
                                   "move it away or give another --workdir") from None
+        repair_ema(workdir, state[4])
+        if step >= total:
+            print(f"{ckpt} is already at step {step} of {total}: nothing to do", file=sys.stderr)
+            return 0
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
 
     workdir.mkdir(parents=True, exist_ok=True)
+    if recorded is None:
+        create_exclusive(workdir / SETTINGS, json.dumps({"settings": settings}, indent=2) + "\n")
+    for sig in (signal.SIGTERM, signal.SIGUSR1):  # save at the next step and stop, resumable
+        signal.signal(sig, lambda signum, frame: STOP.append(signum))
     alphas_cumprod = ddpm.alphas_cumprod(cfg.diffusion)
     T = cfg.diffusion.num_timesteps
     log = []
@@ -152,11 +213,15 @@ def main(argv=None):
         log.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(log[-100:]):.3f}")
-        if step % t.save_every == 0 or step == total:
+        if step % t.save_every == 0 or step == total or STOP:
             save(ckpt, [{f"module.{k}": v for k, v in model.state_dict().items()}, opt.state_dict(), epoch, step,
                         ema.state_dict(), {"data": rng.get_state(), "torch": torch.get_rng_state(), "order": order,
                                            "pos": pos}])
-            save(workdir / "ema.ckpt", ema.state_dict())
+            save(workdir / "ema.ckpt", ema.state_dict())  # after ckpt.pth: a rerun repairs a stale one from it
+        if STOP:
+            bar.close()
+            print(f"stopped by a signal at step {step}; rerun the same command to resume", file=sys.stderr)
+            return EXIT_STOPPED
     bar.close()
     record = {"config": cfg.name, "steps": step, "epochs": epoch,
               "final_loss_mean_last_100": float(np.mean(log[-100:])) if log else None,

@@ -97,3 +97,53 @@ def test_a_schedule_file_and_cache_flags_that_disagree_are_refused(tmp_path, cap
             == EXIT_ERROR
         err = capsys.readouterr().err
         assert message in err and not out.exists(), err
+
+
+TRAIN = ["--config", "digits", "training.batch_size=16", "training.save_every=2"]
+
+
+def _train(workdir, steps, *extra):
+    with torch.enable_grad():  # conftest runs tests without autograd; training needs it
+        return run(_main("train.py"), [*TRAIN, *extra, "--workdir", str(workdir), "--steps", str(steps)])
+
+
+def test_a_training_folder_is_one_training(tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "ema.ckpt").write_bytes(b"weights someone cares about")
+    assert _train(foreign, 2) == EXIT_ERROR and (foreign / "ema.ckpt").read_bytes() == b"weights someone cares about"
+    assert "holds ema.ckpt but no ckpt.pth" in capsys.readouterr().err
+
+    work = tmp_path / "work"
+    assert _train(work, 2) == 0
+    before = _bytes(work)
+    assert _train(work, 2) == 0 and _bytes(work) == before  # a finished training: nothing rewritten
+    assert _train(work, 2, "training.lr=0.001") == EXIT_ERROR and _bytes(work) == before
+    assert "was trained with training.lr=0.0005, this run has training.lr=0.001" in capsys.readouterr().err
+
+    (work / "ema.ckpt").write_bytes(before["ema.ckpt"][:100])  # a kill between ckpt.pth and ema.ckpt
+    assert _train(work, 2) == 0 and _bytes(work) == before  # repaired from ckpt.pth, byte for byte
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_resumably(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    work = tmp_path / "work"
+    cmd = [sys.executable, str(SCRIPTS / "train.py"), *TRAIN[:2], "training.batch_size=16", "training.save_every=1000",
+           "--workdir", str(work), "--steps", "3000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (work / "train_settings.json").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and "rerun the same command to resume" in err, err
+    step = torch.load(work / "ckpt.pth", weights_only=True)[3]
+    assert 0 < step < 3000 and not list(work.glob(".*.tmp"))
+    assert _train(work, step + 2, "training.save_every=1000") == 0
+    assert torch.load(work / "ckpt.pth", weights_only=True)[3] == step + 2
