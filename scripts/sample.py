@@ -92,13 +92,12 @@ def prepare(args, ranks):
         flags = {"--cache-interval": args.cache_interval, "--cache-schedule": args.cache_schedule,
                  "--cache-center": args.cache_center, "--cache-power": args.cache_power}
         given = [flag for flag, value in flags.items() if value is not None]
-        branch = next(int(o.split("=")[1]) for o in schedule if o.startswith("sampling.cache_branch="))
-        if args.cache_branch is not None and args.cache_branch != branch:
-            given.append(f"--cache-branch {args.cache_branch} (the file's is {branch})")
+        cfg = load_config(args.config, overrides(args) + schedule)
+        if args.cache_branch is not None and args.cache_branch != cfg.sampling.cache_branch:
+            given.append(f"--cache-branch {args.cache_branch} (the file's is {cfg.sampling.cache_branch})")
         if given:
             raise UserError(f"--cache-file {args.cache_file} sets the cache schedule; {', '.join(given)} would "
                             "disagree with it: give one or the other")
-        cfg = load_config(args.config, overrides(args) + schedule)
     s = cfg.sampling
     seeds = SeedRanges.parse(args.seeds)
     meta = build_model(cfg, "meta")

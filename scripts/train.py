@@ -38,7 +38,7 @@ from deepcache_ref.errors import CheckpointError, UserError
 from deepcache_ref.families import family_of
 from deepcache_ref.runs.cli import EXIT_STOPPED, ArgumentParser, positive_int, run
 from deepcache_ref.runs.files import check_outdir, create_exclusive, write_bytes, write_json
-from deepcache_ref.runs.record import first_difference
+from deepcache_ref.runs.record import first_difference, read_settings
 from deepcache_ref.runs.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,16 +85,6 @@ def training_settings(cfg):
     return {"model": config["model"], "diffusion": config["diffusion"], "training": training}
 
 
-def read_training_settings(workdir):
-    path = Path(workdir) / SETTINGS
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())["settings"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is not a training settings record: move it away or give another --workdir") from None
-
-
 def repair_ema(workdir, ema_state):
     """ema.ckpt as ckpt.pth says it is (a kill between the two writes leaves a stale one)."""
     buffer = io.BytesIO()
@@ -131,7 +121,7 @@ def main(argv=None):
     data = load_images(cfg)
     ckpt = workdir / "ckpt.pth"
     settings = training_settings(cfg)
-    recorded = read_training_settings(workdir)
+    recorded = read_settings(workdir, SETTINGS)
     if not ckpt.exists() and ((workdir / "ema.ckpt").exists() or recorded is not None):
         raise UserError(f"{workdir} holds {'ema.ckpt' if (workdir / 'ema.ckpt').exists() else SETTINGS} but no "
                         "ckpt.pth: it is not a training folder this script can continue; move it away or give "

@@ -1,5 +1,8 @@
+import collections
 import hashlib
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,85 @@ def tiny_ddpm(name):
 def _no_grad():
     with torch.no_grad():
         yield
+
+
+# The tiny LDM's 8 MB Lightning-style checkpoint is not shipped either: the manifest's recipe
+# (`torch.manual_seed(0)`, the model built in CompVis's order, its codebook's `uniform_` included,
+# then `randomize_`) rebuilds the weights, this checksum proves it, and the file is written in the
+# manifest's format (top-level keys, a `ModelCheckpoint` instance keyed by its class, pickled from a
+# `pytorch_lightning` module that exists only while saving).
+TINY_LDM_SHA256 = "6042729d09197e45d3a6eb48c23817abefe88c3468c50a24af9c9822788b86a4"
+TINY_LDM_CKPT = FIXTURES / "ldm/tiny_ldm.ckpt"
+
+
+def _tiny_ldm_state():
+    import json
+    import math
+    import re
+
+    from deepcache_ref.ldm.autoencoder import VectorQuantizer
+    from deepcache_ref.ldm.model import build_model, to_original
+
+    init = VectorQuantizer.__init__
+
+    def compvis_init(self, n_embed, embed_dim):  # taming's quantizer draws its codebook at construction
+        init(self, n_embed, embed_dim)
+        self.embedding.weight.data.uniform_(-1.0 / n_embed, 1.0 / n_embed)
+
+    VectorQuantizer.__init__ = compvis_init
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(deepcache_ref.load_config(FIXTURES / "ldm/tiny_config.yaml"))
+    finally:
+        VectorQuantizer.__init__ = init
+    zero_init = re.compile(r"model\.diffusion_model\.(.*out_layers\.3\.|.*\.proj_out\.|out\.2\.)")  # zero_module
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():  # the manifest's `randomize_`
+            original = to_original(name)
+            if zero_init.match(original):
+                p.zero_()
+            if original == "first_stage_model.quantize.embedding.weight":
+                p.copy_(torch.randn(p.shape, generator=gen))
+            elif torch.all(p == 0):
+                bound = 0.1 if p.ndim == 1 else 1 / math.sqrt(p[0].numel())
+                p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * bound)
+            elif p.ndim == 1 and torch.all(p == 1):
+                p.copy_(1 + (torch.rand(p.shape, generator=gen) * 2 - 1) * 0.1)
+    ours = {to_original(k): v for k, v in model.state_dict().items()}
+    order = [row[0] for row in json.loads((FIXTURES / "ldm/tiny_state_dict_keys.json").read_text())["state_dict"]]
+    return collections.OrderedDict((k, ours[k]) for k in order)
+
+
+def _write_lightning_checkpoint(path, state):
+    names = ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.callbacks.model_checkpoint")
+    modules = {name: types.ModuleType(name) for name in names}
+    checkpoint_class = type("ModelCheckpoint", (), {"__module__": names[-1]})
+    modules[names[-1]].ModelCheckpoint = checkpoint_class
+    callback = checkpoint_class()
+    run = "logs/2021-12-21T00-00-00_cin256-v2/checkpoints"
+    callback.__dict__.update(monitor="val/loss", best_model_score=torch.tensor(0.1234),
+                             best_model_path=f"{run}/last.ckpt", current_score=torch.tensor(0.1234), dirpath=run)
+    sys.modules.update(modules)
+    try:
+        torch.save({"epoch": 4, "global_step": 123, "pytorch-lightning_version": "1.4.2", "state_dict": state,
+                    "callbacks": {checkpoint_class: callback}}, path)
+    finally:
+        for name in names:
+            del sys.modules[name]
+
+
+def pytest_sessionstart(session):
+    """Write the tiny LDM checkpoint where the tests (and the scripts they run) read it."""
+    if TINY_LDM_CKPT.exists():
+        return
+    state = _tiny_ldm_state()
+    if state_sha256(state) != TINY_LDM_SHA256:
+        raise AssertionError("the manifest's recipe no longer rebuilds the tiny LDM's golden weights")
+    tmp = TINY_LDM_CKPT.with_name(f".{TINY_LDM_CKPT.name}.{os.getpid()}.tmp")
+    _write_lightning_checkpoint(tmp, state)
+    os.replace(tmp, TINY_LDM_CKPT)
 
 
 def tiny_ldm():

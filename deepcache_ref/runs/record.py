@@ -93,16 +93,16 @@ def _short(v, n=60):
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-def read_settings(outdir):
-    """The settings recorded in `outdir`, or None where none are."""
-    path = Path(outdir) / SETTINGS
+def read_settings(folder, name=SETTINGS):
+    """The settings recorded in `folder` (in the record `name`), or None where none are."""
+    path = Path(folder) / name
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())["settings"]
     except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is unreadable or not a settings record: move it away (or use another "
-                        "--outdir)") from None
+        raise UserError(f"{path} is unreadable or not a settings record: move it away (or give another "
+                        "output folder)") from None
 
 
 def check_settings(outdir, settings):

@@ -39,6 +39,7 @@ This package's own U-Nets (`ddpm.UNet`, `ldm.UNetModel`) mirror these structures
 the same classes.
 """
 
+import functools
 import inspect
 import math
 import sys
@@ -267,8 +268,9 @@ class DiffusersUNet2D(CachedPasses):
         self.fourier = module.config.time_embedding_type == "fourier"
 
     @staticmethod
-    def _takes_temb(layer):
-        return "temb" in inspect.signature(type(layer).forward).parameters
+    @functools.lru_cache(maxsize=None)
+    def _takes_temb(layer_type):  # read once per block type, not at every step
+        return "temb" in inspect.signature(layer_type.forward).parameters
 
     def _embed(self, t, class_labels=None):
         m = self.module
@@ -306,7 +308,7 @@ class DiffusersUNet2D(CachedPasses):
                     h = block.skip_conv(skip) + h
                 else:
                     for down in block.downsamplers:
-                        h = down(h, temb=emb) if self._takes_temb(down) else down(h)
+                        h = down(h, temb=emb) if self._takes_temb(type(down)) else down(h)
                 hs.append(h)
         return hs
 
@@ -335,7 +337,7 @@ class DiffusersUNet2D(CachedPasses):
                     h = block.resnet_up(h, emb)
             elif block.upsamplers is not None:
                 for up in block.upsamplers:
-                    h = up(h, temb=emb) if self._takes_temb(up) else up(h)
+                    h = up(h, temb=emb) if self._takes_temb(type(up)) else up(h)
         return (h, skip) if self.skips else h
 
     def _head(self, state, x, t):
