@@ -3,6 +3,7 @@ errors a user can cause (`UserError`, and the `OSError`s of files and disks) bec
 on stderr with exit status 2. Any other exception is a bug: it keeps its traceback."""
 
 import argparse
+import math
 import sys
 
 from ..errors import UserError
@@ -46,6 +47,17 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def positive_float(text):
+    """A finite number > 0 (a time, a scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
