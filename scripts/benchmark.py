@@ -27,7 +27,7 @@ from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.benchmark import macs_per_branch, report, rows_for_variant
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
-from deepcache_ref.runs.files import check_outdir
+from deepcache_ref.runs.files import claim_outputs, json_record
 from deepcache_ref.runs.versions import device_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,13 +64,17 @@ def main(argv=None):
 
     if args.random_init and args.ckpt:
         raise UserError("give --random-init or --ckpt, not both")
+    if 0 in args.intervals:
+        raise UserError("--intervals: a cache interval is an integer >= 1 (1 = no cache), got 0")
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty: name an output prefix (or leave --out out for the default)")
     cfg = load_config(args.config, args.overrides)
     s = cfg.sampling if args.steps is None else replace(cfg.sampling, steps=args.steps)
     branches = args.branches or [s.cache_branch]
     meta = build_model(cfg, "meta")
     for N in args.intervals:  # every setting checked before any work
         for b in branches:
-            check_sampling(meta, replace(s, cache_interval=max(N, 1), cache_branch=b))
+            check_sampling(meta, replace(s, cache_interval=N, cache_branch=b))
     for S in args.ddim_steps:
         check_sampling(meta, replace(s, steps=S, cache_interval=1))
     device = resolve_device(args.device)
@@ -81,7 +85,10 @@ def main(argv=None):
               f"{s.sampler} steps, {device_name(device)}{' (random weights)' if args.random_init else ''}\n\n"
               f"`python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
     out = Path(args.out or REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}")
-    check_outdir(out.parent)
+    ours = json_record("device", "args", "rows")
+    claim_outputs({"--out (.json)": (out.with_suffix(".json"), ours),
+                   "--out (.md)": (out.with_suffix(".md"), lambda p: ours(out.with_suffix(".json")))},
+                  {"--config": args.config if Path(args.config).is_file() else None, "--ckpt": args.ckpt})
     macs = macs_per_branch(meta, branches, getattr(s, "scale", 1.0))
     rows = []
     for variant in args.variants:

@@ -11,12 +11,13 @@ replays the graph recorded for the first). Eager fp32 with interval 1 must equal
 
 import json
 import sys
+from pathlib import Path
 
 from deepcache_ref import FastPath
-from deepcache_ref.evaluation.fast_paths import check_fast_paths
+from deepcache_ref.evaluation.fast_paths import check_config, check_fast_paths
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
-from deepcache_ref.runs.files import write_json
+from deepcache_ref.runs.files import claim_outputs, json_record, write_json
 from deepcache_ref.runs.versions import device_name
 
 
@@ -30,6 +31,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--out", help="write the results as JSON")
     args = p.parse_args(argv)
+    claim_outputs({"--out": (args.out, json_record("interval_1_equals_no_cache_bitwise", "variants"))},
+                  {"--config": args.config if Path(args.config).is_file() else None})
+    check_config(args.config, args.branches, args.batch_size)
     device = resolve_device(args.device)
     variants = [FastPath.parse(v) for v in args.variants.split(",")]
     for v in variants:

@@ -8,7 +8,6 @@ Each side is a folder of images, an npz of uint8 NHWC images (`arr_0`), or preco
 from a local file; nothing is downloaded.
 """
 
-import json
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +20,7 @@ from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.fid import frechet_distance, load_inception, statistics_of
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
-from deepcache_ref.runs.files import check_outdir, check_outputs, write_json, write_npz
+from deepcache_ref.runs.files import claim_outputs, json_record, write_json, write_npz
 from deepcache_ref.runs.versions import versions
 
 
@@ -31,13 +30,6 @@ def is_statistics_file(path):
         with np.load(path) as f:
             return set(f.files) == {"mu", "sigma"}
     except (OSError, ValueError, EOFError):
-        return False
-
-
-def is_fid_record(path):
-    try:
-        return "fid" in json.loads(Path(path).read_text())
-    except (OSError, ValueError, TypeError):
         return False
 
 
@@ -57,13 +49,8 @@ def main(argv=None):
     for path in (args.samples, args.reference):
         if path and not Path(path).exists():
             raise UserError(f"{path} does not exist")
-    check_outputs({"--save-stats": args.save_stats, "--out": args.out},
+    claim_outputs({"--save-stats": (args.save_stats, is_statistics_file), "--out": (args.out, json_record("fid"))},
                   {"SAMPLES": args.samples, "REFERENCE": args.reference, "--inception-weights": args.inception_weights})
-    for path, made_by_us in ((args.save_stats, is_statistics_file), (args.out, is_fid_record)):
-        if path:
-            check_outdir(Path(path).parent)
-            if Path(path).exists() and not made_by_us(path):
-                raise UserError(f"{path} exists and is not a file this script writes: move it away or give another path")
     device = resolve_device(args.device)
     model = lru_cache(lambda: load_inception(args.inception_weights, args.dims, device))
     mu1, s1, n1 = statistics_of(args.samples, model, args.dims, args.batch_size, device)

@@ -17,10 +17,10 @@ from deepcache_ref import Pipeline, SeedRanges, build_model, check_sampling, loa
 from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.calibrate import save_schedule
 from deepcache_ref.evaluation.fid import fd_pix, pixel_vectors
-from deepcache_ref.evaluation.plan import candidates, frontier, measure, pick
+from deepcache_ref.evaluation.plan import candidates, check_search_space, frontier, measure, pick
 from deepcache_ref.fast import resolve_device
-from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
-from deepcache_ref.runs.files import check_outdir, write_json, write_text
+from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_float, positive_int, run
+from deepcache_ref.runs.files import atomic_write, claim_outputs, json_record, text_record, write_json, write_text
 from deepcache_ref.runs.versions import device_name, versions
 from deepcache_ref.samplers.registry import all_options
 
@@ -62,7 +62,8 @@ def plot(cands, path):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
     return path
 
 
@@ -71,7 +72,7 @@ def main(argv=None):
     p.add_argument("--config", required=True)
     p.add_argument("--ckpt")
     goal = p.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--speedup", type=float, help="least error at this measured speedup or more")
+    goal.add_argument("--speedup", type=positive_float, help="least error at this measured speedup or more")
     goal.add_argument("--max-error", type=float, help="fastest setting within this error (RMS, 0-255 levels)")
     p.add_argument("--calib-seeds", default="0-15")
     p.add_argument("--held-out-seeds", default="100000-100015")
@@ -81,34 +82,47 @@ def main(argv=None):
     p.add_argument("--intervals", type=int_list, default=[2, 3, 5, 10])
     p.add_argument("--branches", type=int_list, default=[0, 1])
     p.add_argument("--dpm-cache-steps", type=int_list, default=[20], help="DPM-Solver++ steps to cache on")
-    p.add_argument("--targets", type=lambda t: [float(x) for x in t.split(",")], default=[2.0, 4.0, 8.0],
+    p.add_argument("--targets", type=lambda t: [positive_float(x) for x in t.split(",")], default=[2.0, 4.0, 8.0],
                    help="speedups for the per-method table")
     p.add_argument("--repeats", type=positive_int, default=2)
     p.add_argument("--reference-steps", type=positive_int, help="DDIM steps of the reference (default: every timestep)")
     p.add_argument("--fd-real", help="npz of real images (`images`, values 0..--fd-max): FD_pix of the chosen rows")
-    p.add_argument("--fd-max", type=float, default=255.0)
+    p.add_argument("--fd-max", type=positive_float, default=255.0)
     p.add_argument("--fd-samples", type=positive_int, default=1000)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--out", help="output prefix (default: results/plan_<config>)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, e.g. sampling.steps=50 (the baseline)")
     args = p.parse_args(argv)
-    if args.speedup is not None and not args.speedup > 0 or args.max_error is not None and not args.max_error >= 0:
-        raise UserError("--speedup must be > 0 and --max-error >= 0")
+    if args.max_error is not None and not args.max_error >= 0:
+        raise UserError(f"--max-error must be a number >= 0, got {args.max_error}")
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty: name an output prefix (or leave --out out for the default)")
 
+    # everything checked before any work: settings, seeds, outputs, inputs, device
     cfg = load_config(args.config, args.overrides)
     base = cfg.sampling
     meta = build_model(cfg, "meta")
     check_sampling(meta, base)
+
+    def check(flag, sampling):
+        try:
+            check_sampling(meta, sampling)
+        except UserError as e:
+            raise UserError(f"{flag}: {e}") from None
+
+    check_search_space(check, base, args.ddim_steps, args.plms_steps, args.dpm_steps, args.intervals, args.branches,
+                       args.dpm_cache_steps, args.reference_steps)
     calib, held = list(SeedRanges.parse(args.calib_seeds)), list(SeedRanges.parse(args.held_out_seeds))
     if set(calib) & set(held):
         raise UserError("--calib-seeds and --held-out-seeds overlap: held-out seeds must be new")
-    for b in args.branches:
-        if b >= meta.unet.num_branches:
-            raise UserError(f"--branches: cache branch {b} is out of range (0..{meta.unet.num_branches - 1})")
-    if any(n < 1 for n in args.intervals + args.ddim_steps + args.plms_steps + args.dpm_steps):
-        raise UserError("steps and intervals must be >= 1")
     out = Path(args.out or REPO / "results" / f"plan_{cfg.name}")
-    check_outdir(out.parent)
+    report, record = Path(f"{out}.md"), Path(f"{out}.json")
+    ours = json_record("baseline", "candidates", "recommended")
+    claim_outputs({"--out (.md)": (report, lambda p: text_record("### Planner:")(p) and ours(record)),
+                   "--out (.json)": (record, ours), "--out (.png)": (Path(f"{out}.png"), lambda p: ours(record)),
+                   "--out (_schedule.json)": (Path(f"{out}_schedule.json"), json_record("cache_full_steps", "calibration"))},
+                  {"--config": args.config if Path(args.config).is_file() else None, "--ckpt": args.ckpt,
+                   "--fd-real": args.fd_real})
     real = pixel_vectors(args.fd_real, args.fd_max) if args.fd_real else None
     device = resolve_device(args.device)
     pipe = Pipeline(load_model(cfg, args.ckpt), device)
@@ -154,10 +168,10 @@ def main(argv=None):
                               *(w for opt in opts for w in opt.split(" ", 1)), *kept])
         text.append(f"#### Recommended\n\n{chosen.method}: error {chosen.error:.2f} (held-out {chosen.held_out:.2f}) "
                     f"at {chosen.speedup:.2f}x measured ({chosen.ideal:.2f}x ideal)\n\n```\n{command}\n```\n")
-    write_text(f"{out}.md", "\n".join(text))
-    write_json(f"{out}.json", {"baseline": baseline.row(), "candidates": [c.row() for c in cands],
-                               "frontier": [c.row() for c in front], "recommended": chosen.row() if chosen else None,
-                               "command": command, "device": device_name(device), "versions": versions()})
+    write_json(record, {"baseline": baseline.row(), "candidates": [c.row() for c in cands],
+                        "frontier": [c.row() for c in front], "recommended": chosen.row() if chosen else None,
+                        "command": command, "device": device_name(device), "versions": versions()})
+    write_text(report, "\n".join(text))
     plot(cands, f"{out}.png")
     print("\n".join(text))
     return 0 if chosen else 1

@@ -19,8 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from deepcache_ref.errors import UserError
-from deepcache_ref.runs.cli import ArgumentParser, run
+from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
+from deepcache_ref.runs.files import claim_outputs, text_record, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,36 +42,64 @@ PAPER = {
 BATCH = {"cifar10": 256, "lsun_bedroom": 32, "lsun_church": 32, "cin256-v2": 16}
 ADM_EVALUATOR = "python guided-diffusion/evaluations/evaluator.py"
 ADM_REFERENCE = "VIRTUAL_imagenet256_labeled.npz"
+TABLE_HEAD = "| config | N | FID (paper) | FID (ours) | speedup (paper) | speedup (ours) |"
 
 
 def plan(table, args):
-    """[(description, command)] for every setting of a table."""
-    py, out = shlex.quote(sys.executable), Path(args.outdir)
+    """[(description, command)] for every setting of a table (every path quoted for the shell)."""
+    q, py, out = shlex.quote, shlex.quote(sys.executable), Path(args.outdir)
     steps = []
     for config, rows in PAPER[table].items():
         for n in rows:
             folder = out / f"{config}-N{n}"
-            ref = args.ref.get(config, f"checkpoints/fid_stats/{config}.npz")
+            ref = reference(args, config)
             adm = (f"{config} N={n}: ADM evaluator{', once the jobs are done' if args.launcher == 'slurm' else ''} "
                    "(external, TensorFlow)",
-                   f"{ADM_EVALUATOR} {ADM_REFERENCE} {folder}/samples_50000x256x256x3.npz > {folder}/adm_eval.txt")
+                   f"{ADM_EVALUATOR} {ADM_REFERENCE} {q(f'{folder}/samples_50000x256x256x3.npz')} > "
+                   f"{q(f'{folder}/adm_eval.txt')}")
             if args.launcher == "slurm":
-                env = f"CONFIG={config} CACHE_INTERVAL={n} OUTDIR={folder} REFERENCE={ref}"
+                env = f"CONFIG={config} CACHE_INTERVAL={n} OUTDIR={q(str(folder))} REFERENCE={q(ref)}"
                 steps.append((f"{config} N={n}: SLURM array + merge/FID", f"{env} scripts/slurm/submit.sh"))
                 steps += [adm] if table == "ldm" else []
                 continue
             steps.append((f"{config} N={n}: 50k samples",
                           f"{py} -m torch.distributed.run --standalone --nproc_per_node {args.gpus} "
                           f"scripts/sample.py --config {config} --cache-interval {n} --seeds 0-49999 "
-                          f"--batch-size {BATCH[config]} --outdir {folder} --subdirs --npz"))
+                          f"--batch-size {BATCH[config]} --outdir {q(str(folder))} --subdirs --npz"))
             if table == "ddpm":
-                steps.append((f"{config} N={n}: FID", f"{py} scripts/fid.py {folder} {ref} --out {folder}/fid.json"))
+                steps.append((f"{config} N={n}: FID", f"{py} scripts/fid.py {q(str(folder))} {q(ref)} "
+                              f"--out {q(f'{folder}/fid.json')}"))
             else:
                 steps.append(adm)
         intervals = ",".join(str(n) for n in rows if n > 1)
         steps.append((f"{config}: throughput", f"{py} scripts/benchmark.py --config {config} --intervals {intervals} "
-                      f"--batch-size {BATCH[config]} --repeats 3 --out {out}/{config}-benchmark"))
+                      f"--batch-size {BATCH[config]} --repeats 3 --out {q(f'{out}/{config}-benchmark')}"))
     return steps
+
+
+def reference(args, config):
+    return args.ref.get(config, f"checkpoints/fid_stats/{config}.npz")
+
+
+def check_inputs(table, args):
+    """What the steps read after hours of sampling, checked before the first one starts."""
+    if table == "ddpm":
+        for config in PAPER[table]:
+            ref = REPO / reference(args, config)  # the steps run in the checkout (an absolute path stays as it is)
+            try:
+                with np.load(ref) as f:
+                    ok = set(f.files) == {"mu", "sigma"}
+            except (OSError, ValueError, EOFError):
+                ok = False
+            if not ok:
+                raise UserError(f"{ref}: not the pytorch-fid statistics (mu, sigma) of {config}, which its FID step "
+                                f"reads after 50k samples; make them with `scripts/fid.py DATA --save-stats {ref}` or "
+                                f"give --ref {config}=STATS.npz")
+    else:
+        for path in (ADM_EVALUATOR.split()[-1], ADM_REFERENCE):
+            if not (REPO / path).is_file():
+                raise UserError(f"{REPO / path} is missing: the ADM evaluation step needs it after 50k samples "
+                                "(openai/guided-diffusion's evaluations/; see README), or use --dry-run")
 
 
 def read_json(path, key):
@@ -89,7 +120,7 @@ def read_fid(folder):
 
 def collect(table, outdir):
     out = Path(outdir)
-    lines = ["| config | N | FID (paper) | FID (ours) | speedup (paper) | speedup (ours) |", "|---|---|---|---|---|---|"]
+    lines = [TABLE_HEAD, "|---|---|---|---|---|---|"]
     for config, rows in PAPER[table].items():
         bench = out / f"{config}-benchmark.json"
         speed = {}
@@ -101,10 +132,7 @@ def collect(table, outdir):
             fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
             lines.append(f"| {config} | {n} | {fmt(fid_paper, '{:.2f}')} | {fmt(fid, '{:.2f}')} | "
                          f"{fmt(speed_paper, '{:.2f}x')} | {fmt(speed.get(n), '{:.2f}x')} |")
-    path = out / f"table_{table}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_text(out / f"table_{table}.md", "\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -113,14 +141,27 @@ def main(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--collect", action="store_true", help="only write the table from existing results")
     p.add_argument("--launcher", choices=["torchrun", "slurm"], default="torchrun")
-    p.add_argument("--gpus", type=int, default=8, help="processes per node for torchrun")
+    p.add_argument("--gpus", type=positive_int, default=8, help="processes per node for torchrun")
     p.add_argument("--ref", action="append", default=[], metavar="CONFIG=STATS.npz",
                    help="pytorch-fid statistics of a data set (default checkpoints/fid_stats/<config>.npz)")
     p.add_argument("--outdir", default="outputs/paper")
     args = p.parse_args(argv)
-    if any("=" not in item for item in args.ref):
-        raise UserError(f"--ref takes CONFIG=STATS.npz, got {next(i for i in args.ref if '=' not in i)!r}")
-    args.ref = dict(item.split("=", 1) for item in args.ref)
+    refs = {}
+    for item in args.ref:
+        config, _, path = item.partition("=")
+        if config not in PAPER[args.table] or not path:
+            raise UserError(f"--ref takes CONFIG=STATS.npz with CONFIG one of {', '.join(PAPER[args.table])}, "
+                            f"got {item!r}")
+        refs[config] = path
+    args.ref = refs
+    if not args.outdir.strip():
+        raise UserError("--outdir is empty: name a folder (or leave --outdir out for the default)")
+    if not args.dry_run:
+        outdir = REPO / args.outdir  # relative to the checkout, where the steps run
+        claim_outputs({"table": (outdir / f"table_{args.table}.md", text_record(TABLE_HEAD))},
+                      {f"--ref {c}": REPO / r for c, r in refs.items()})
+        if not args.collect:
+            check_inputs(args.table, args)
     if not args.collect:
         for what, cmd in plan(args.table, args):
             print(f"# {what}\n{cmd}")
@@ -131,7 +172,7 @@ def main(argv=None):
                           "runs resume)", file=sys.stderr)
                     return done.returncode
     if not args.dry_run:
-        print(f"table: {collect(args.table, args.outdir)}")
+        print(f"table: {collect(args.table, REPO / args.outdir)}")
     return 0
 
 

@@ -149,6 +149,6 @@ def report(out, rows, header, device, args=None):
     for r in rows:
         r["vs_eager_fp32"] = ref["seconds"] / r["seconds"] if ref else None
     table = markdown(rows, header)
-    write_text(out.with_suffix(".md"), table)
     write_json(out.with_suffix(".json"), {"device": device, "args": args, "rows": rows, "versions": versions()})
+    write_text(out.with_suffix(".md"), table)  # after its record: the pair is recognised as this script's
     return table

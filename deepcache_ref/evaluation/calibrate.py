@@ -152,17 +152,44 @@ def save_schedule(path, sampling, cache, report=None):
 
 
 def load_schedule(path, sampling):
-    """Overrides (`sampling.key=value`) from a schedule file, checked against the run's sampling section."""
+    """Overrides (`sampling.key=value`) from a schedule file, each field checked (type, range) with the
+    file named, then compared with the run's sampling section: sampler, steps, skip type and the
+    sampler's own options (e.g. DPM-Solver++'s order) must be the ones the schedule was made for."""
+    def bad(what):
+        return UserError(f"--cache-file {path}: {what}")
+
     try:
         data = json.loads(Path(path).read_text())
-        steps = [int(i) for i in data["cache_full_steps"]]
-        branch = int(data["cache_branch"])
-        made_for = {k: data[k] for k in ("sampler", "steps", "skip_type")}
-        made_for.update({k: data[k] for k in sampler(sampling.sampler).option_values(sampling) if k in data})
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--cache-file {path}: not a schedule file of plan.py / calibrate ({e})") from None
+    except (OSError, ValueError) as e:
+        raise bad(f"not a schedule file of plan.py / calibrate ({e})") from None
+    if not isinstance(data, dict):
+        raise bad(f"holds a JSON {type(data).__name__}, not a schedule file of plan.py / calibrate")
+
+    def field(key, kind, name):
+        if key not in data:
+            raise bad(f"has no {key!r}: not a schedule file of plan.py / calibrate")
+        value = data[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise bad(f"{key} must be {name}, got {value!r}")
+        return value
+
+    made_for = {"sampler": field("sampler", str, "a sampler name"), "steps": field("steps", int, "an integer"),
+                "skip_type": field("skip_type", str, "a skip type name")}
+    if made_for["sampler"] not in SAMPLERS:
+        raise bad(f"unknown sampler {made_for['sampler']!r} ({' | '.join(SAMPLERS)})")
+    for option in SAMPLERS[made_for["sampler"]].options:
+        made_for[option.key] = field(option.key, int if option.type is int else (int, float), f"a {option.type.__name__}")
+    branch = field("cache_branch", int, "an integer")
+    steps = field("cache_full_steps", list, "a list of step indices")
+    if branch < 0:
+        raise bad(f"cache_branch must be >= 0, got {branch}")
     if not steps:
-        raise UserError(f"--cache-file {path}: cache_full_steps is empty (it must hold step 0)")
+        raise bad("cache_full_steps is empty (it must hold step 0)")
+    wrong = [i for i in steps if not isinstance(i, int) or isinstance(i, bool)]
+    if wrong:
+        raise bad(f"cache_full_steps must be integer step indices, got {wrong[0]!r}")
+    if steps[0] != 0 or steps != sorted(set(steps)):
+        raise bad(f"cache_full_steps must increase strictly from step 0, got {steps}")
     for key, value in made_for.items():
         if getattr(sampling, key) != value:
             raise UserError(f"--cache-file {path} was made for sampling.{key}={value}, this run has "

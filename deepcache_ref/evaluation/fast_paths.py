@@ -8,7 +8,7 @@ import torch
 
 from ..families import build_model, load_config
 from ..fast import FastPath
-from ..pipeline import Pipeline
+from ..pipeline import Pipeline, check_sampling
 from ..samplers import CacheSchedule
 
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 1e-2}  # relative L2 error against eager fp32
@@ -18,11 +18,19 @@ def rel(a, b):
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
 
 
+def check_config(config, branches=None, batch_size=4, steps=10):
+    """(config, its checked sampling section, branches) of a check, every value checked before any work."""
+    cfg = load_config(config)
+    s = replace(cfg.sampling, steps=steps, cache_interval=3, batch_size=batch_size)
+    meta = build_model(cfg, "meta")
+    for b in branches or [s.cache_branch]:
+        check_sampling(meta, replace(s, cache_branch=b))
+    return cfg, s, branches or [s.cache_branch]
+
+
 def check_fast_paths(config, variants=(FastPath("default", "fp32"),), device="cpu", branches=None, batch_size=4, steps=10):
     """Compare each `FastPath` with eager fp32 (random weights)."""
-    cfg = load_config(config)
-    s = replace(cfg.sampling, steps=steps, cache_interval=3)
-    branches = branches or [s.cache_branch]
+    cfg, s, branches = check_config(config, branches, batch_size, steps)
     seeds = list(range(batch_size))
     device = torch.device(device)
 

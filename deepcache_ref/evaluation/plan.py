@@ -55,15 +55,41 @@ class Candidate:
                 "speedup": self.speedup, "ideal": self.ideal, **{k: v for k, v in self.extra.items() if k != "full_steps"}}
 
 
+UNCACHED = {"cache_interval": 1, "cache_schedule": "uniform", "cache_full_steps": None}
+
+
+def _solvers(base):
+    """The sampling sections the planner derives from the config's: DDIM, PLMS and DPM-Solver++."""
+    ddim = replace(base, sampler="ddim")  # DeepCache runs on the config's DDIM steps
+    return ddim, replace(ddim, sampler="plms", eta=0.0), replace(ddim, sampler="dpm++", solver_order=2,
+                                                                 skip_type="linspace", eta=0.0)
+
+
+def check_search_space(check, base, ddim_steps, plms_steps, dpm_steps, intervals, branches, dpm_cache_steps,
+                       reference_steps=None):
+    """Every setting `candidates` and `measure` will run, passed to `check(flag, sampling)` before any work."""
+    ddim, plms, dpm = _solvers(base)
+    for flag, solver, steps in (("--ddim-steps", ddim, ddim_steps), ("--plms-steps", plms, plms_steps),
+                                ("--dpm-steps", dpm, dpm_steps), ("--dpm-cache-steps", dpm, dpm_cache_steps)):
+        for S in steps:
+            check(f"{flag} {S}", replace(solver, steps=S, **UNCACHED))
+    for s in [ddim] + [replace(dpm, steps=S) for S in dpm_cache_steps]:
+        for N in intervals:
+            for b in branches:
+                check(f"--intervals {N} --branches {b}", replace(s, cache_interval=N, cache_branch=b,
+                                                                 cache_schedule="uniform", cache_full_steps=None))
+    if reference_steps is not None:
+        check(f"--reference-steps {reference_steps}", replace(ddim, steps=reference_steps, skip_type="uniform",
+                                                             eta=0.0, **UNCACHED))
+
+
 def candidates(pipe, base, ddim_steps, plms_steps, dpm_steps, intervals, branches, dpm_cache_steps,
                calib_seeds, log=print):
     """The search space: fewer-step solvers, and DeepCache (uniform, Eq. 7 non-uniform, calibrated)
     on the config's DDIM and on DPM-Solver++."""
-    out = [Candidate(SAMPLERS["ddim"].label, replace(base, sampler="ddim", steps=S), CacheSchedule()) for S in ddim_steps]
-    base = replace(base, sampler="ddim")  # DeepCache below runs on the config's DDIM steps
-    out += [Candidate(SAMPLERS["plms"].label, replace(base, sampler="plms", steps=S, eta=0.0), CacheSchedule())
-            for S in plms_steps]
-    dpm = replace(base, sampler="dpm++", solver_order=2, skip_type="linspace", eta=0.0)
+    base, plms, dpm = _solvers(base)
+    out = [Candidate(SAMPLERS["ddim"].label, replace(base, steps=S), CacheSchedule()) for S in ddim_steps]
+    out += [Candidate(SAMPLERS["plms"].label, replace(plms, steps=S), CacheSchedule()) for S in plms_steps]
     out += [Candidate(SAMPLERS["dpm++"].label, replace(dpm, steps=S), CacheSchedule()) for S in dpm_steps]
     for on, s in [("DDIM", base)] + [("DPM-Solver++", replace(dpm, steps=S)) for S in dpm_cache_steps]:
         T = len(pipe.model.timesteps(s.steps, s.skip_type))
@@ -105,7 +131,7 @@ def measure(pipe, cands, base, calib_seeds, held_seeds, repeats=2, log=print, re
     """Fills error, held_out, speedup and ideal of every candidate; returns the baseline candidate.
     The reference is DDIM over `reference_steps` (default: every training timestep)."""
     ref_s = replace(base, sampler="ddim", steps=reference_steps or pipe.model.num_train_timesteps, skip_type="uniform",
-                    eta=0.0, cache_interval=1, cache_schedule="uniform", cache_full_steps=None)
+                    eta=0.0, **UNCACHED)
     log(f"reference: DDIM with {ref_s.steps} steps ...")
     refs = {name: pipe.sample_x0(seeds, ref_s, CacheSchedule()) for name, seeds in
             (("calib", calib_seeds), ("held", held_seeds))}

@@ -173,20 +173,60 @@ def _alive(pid):
     return True
 
 
-def check_outdir(outdir, needed_bytes=0):
-    """ValueError unless `outdir` is (or can be created as) a writable folder with `needed_bytes` free.
+def check_outdir(outdir, needed_bytes=0, flag="--outdir"):
+    """UserError unless `outdir` is (or can be created as) a writable folder with `needed_bytes` free.
     Creates nothing."""
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
-        raise UserError(f"output folder {outdir} is a file: give another --outdir")
+        raise UserError(f"output folder {outdir} is a file: give another {flag}")
     existing = outdir
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"cannot create output folder {outdir}: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK) or os.statvfs(existing).f_flag & os.ST_RDONLY:
-        raise UserError(f"output folder {outdir}: {existing} is not writable; give another --outdir")
+        raise UserError(f"output folder {outdir}: {existing} is not writable; give another {flag}")
     free = shutil.disk_usage(existing).free
     if free < needed_bytes:
         raise UserError(f"output folder {outdir}: only {free:,} bytes free, an image needs about "
-                        f"{needed_bytes:,}; free some space or give another --outdir")
+                        f"{needed_bytes:,}; free some space or give another {flag}")
+
+
+def json_record(*keys):
+    """For `claim_outputs`: whether a file is a JSON object with these keys (a record a script wrote)."""
+    def ours(path):
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and all(k in data for k in keys)
+    return ours
+
+
+def text_record(first):
+    """For `claim_outputs`: whether a text file starts with `first` (a report a script wrote)."""
+    def ours(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.readline().startswith(first)
+        except (OSError, ValueError):
+            return False
+    return ours
+
+
+def claim_outputs(outputs, inputs=()):
+    """Before any work, UserError unless every output may be written: `outputs` maps a flag to
+    (path, ours), `ours(path)` telling whether an existing file is one this script writes (then it is
+    replaced; anything else is refused). No output is one of the `inputs` (flag -> path) or another
+    output, and each lies in a folder that can be created and written. Creates nothing."""
+    check_outputs({flag: path for flag, (path, _) in outputs.items()}, inputs)
+    for flag, (path, ours) in outputs.items():
+        if not path:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a folder: give a file name")
+        check_outdir(path.parent, flag=flag.split(" ")[0])
+        if (path.exists() or path.is_symlink()) and not ours(path):
+            raise UserError(f"{flag} {path} exists and is not a file this script writes: move it away or give "
+                            f"another {flag.split(' ')[0]}")
