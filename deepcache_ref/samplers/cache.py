@@ -23,6 +23,7 @@ variance half of the last call is `executor.model_var` (the ancestral sampler's 
 
 import torch
 
+from ..core.values import check_sample_input
 from .adapters import adapt_unet
 from .schedules import CacheSchedule
 
@@ -38,6 +39,7 @@ class CacheExecutor:
     """
 
     def __init__(self, unet, policy, timesteps, x_T, model_kwargs=None):
+        check_sample_input(unet, x_T, model_kwargs)
         self.unet = unet = adapt_unet(unet)
         self.policy = policy if policy is not None else CacheSchedule()
         self.num_steps = len(timesteps)

@@ -24,6 +24,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..core.values import as_int
 from ..errors import UserError
 from .cache import CacheExecutor
 from .schedules import sampler_steps
@@ -42,6 +43,7 @@ def dpm_solver_pp_sample(unet, x_T, timesteps, alphas_cumprod, *, order=2, cache
 
     `callback` gets {i, t, x, x0_pred, full} after each step, as the other samplers' callbacks.
     """
+    order = as_int(order, "DPM-Solver++ order")
     if order not in (1, 2, 3):
         raise UserError(f"DPM-Solver++ order must be 1, 2 or 3, got {order!r}")
     steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)

@@ -19,14 +19,20 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..core.values import as_number
 from ..errors import UserError
 from .cache import CacheExecutor
 from .schedules import sampler_steps
 
 
 def _check_eta(eta):
-    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and 0 <= eta <= 1):
+    try:
+        value = as_number(eta, "eta")
+    except UserError:
+        value = None
+    if value is None or not 0 <= value <= 1:
         raise UserError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like noise), got {eta!r}")
+    return value
 
 
 def _need_noise(noise_fn, why):
@@ -59,7 +65,7 @@ def ddim_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     to [-1, 1] as ADM's `ddim_sample_loop` does (ermongroup/ddim and CompVis do not). A U-Net with
     learned sigma (twice the channels of x) is sampled on its eps half.
     """
-    _check_eta(eta)
+    eta = _check_eta(eta)
     if eta > 0:
         _need_noise(noise_fn, "eta > 0")
     steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)

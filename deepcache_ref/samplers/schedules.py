@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+import torch
 
+from ..core.values import as_ints, as_number
 from ..errors import UserError
 
 
@@ -36,19 +38,35 @@ def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, off
 
 def sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod):
     """[(t, alpha_bar_t, alpha_bar_prev)] in visiting order (noisiest first), as Python floats."""
-    ts = [int(t) for t in timesteps]
+    ts = as_ints(timesteps, "timesteps")
     if not ts:
         raise UserError("no timesteps: a sampler needs at least one step (see make_timesteps)")
     if ts != sorted(ts):
         raise UserError("timesteps must be ascending (as make_timesteps returns them)")
-    if ts[0] < 0 or ts[-1] >= len(alphas_cumprod):
-        raise UserError(f"timesteps must lie in 0..{len(alphas_cumprod) - 1} (the model's training timesteps), "
+    ac = alphas_cumprod_list(alphas_cumprod)
+    if ts[0] < 0 or ts[-1] >= len(ac):
+        raise UserError(f"timesteps must lie in 0..{len(ac) - 1} (the model's training timesteps), "
                         f"got {ts[0]}..{ts[-1]}")
-    ac = alphas_cumprod.double().cpu().tolist()
-    if not (math.isfinite(final_alpha_cumprod) and 0 < final_alpha_cumprod <= 1):
+    final_alpha_cumprod = as_number(final_alpha_cumprod, "final_alpha_cumprod")
+    if not 0 < final_alpha_cumprod <= 1:
         raise UserError(f"final_alpha_cumprod must be in (0, 1], got {final_alpha_cumprod!r}")
     prev = [float(final_alpha_cumprod)] + [ac[t] for t in ts[:-1]]
     return [(t, ac[t], a_prev) for t, a_prev in reversed(list(zip(ts, prev)))]
+
+
+def alphas_cumprod_list(alphas_cumprod):
+    """alpha_bar_t as a list of Python floats, checked: one dimension, every value in (0, 1]."""
+    try:
+        ac = torch.as_tensor(alphas_cumprod).detach()
+    except (TypeError, ValueError, RuntimeError):
+        raise UserError(f"alphas_cumprod must be a 1-D tensor of numbers, got {type(alphas_cumprod).__name__}") from None
+    if ac.ndim != 1 or len(ac) == 0 or not (ac.is_floating_point() or ac.dtype == torch.float64):
+        raise UserError(f"alphas_cumprod must be a 1-D floating tensor [T], got {ac.dtype} {list(ac.shape)}")
+    ac = ac.double().cpu()
+    if not bool(torch.isfinite(ac).all()) or bool((ac <= 0).any()) or bool((ac > 1).any()):
+        raise UserError("alphas_cumprod must lie in (0, 1] (alpha_bar_t of the noise schedule), got values from "
+                        f"{ac.min().item():g} to {ac.max().item():g}")
+    return ac.tolist()
 
 
 KINDS = ("uniform", "nonuniform", "power", "explicit")
