@@ -120,7 +120,8 @@ def main(argv=None):
     ours = json_record("baseline", "candidates", "recommended")
     claim_outputs({"--out (.md)": (report, lambda p: text_record("### Planner:")(p) and ours(record)),
                    "--out (.json)": (record, ours), "--out (.png)": (Path(f"{out}.png"), lambda p: ours(record)),
-                   "--out (_schedule.json)": (Path(f"{out}_schedule.json"), json_record("cache_full_steps", "calibration"))},
+                   "--out (_schedule.json)": (Path(f"{out}_schedule.json"),
+                                              json_record("cache_full_steps", "calibration"))},
                   {"--config": args.config if Path(args.config).is_file() else None, "--ckpt": args.ckpt,
                    "--fd-real": args.fd_real})
     real = pixel_vectors(args.fd_real, args.fd_max) if args.fd_real else None

@@ -110,6 +110,8 @@ def main(argv=None):
     p.add_argument("--steps", type=positive_int, help="total training steps (default: the config's)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
+    if args.workdir is not None and not args.workdir.strip():
+        raise UserError("--workdir is empty: name a folder (or leave --workdir out for the default)")
     cfg = deepcache_ref.load_config(args.config, args.overrides)
     if family_of(cfg) is not ddpm.FAMILY:
         raise UserError(f"train.py trains DDPM configs; {args.config} is an {family_of(cfg).name} config")

@@ -87,7 +87,8 @@ def check_sample_input(unet, x_T, model_kwargs=None):
             raise UserError(f"model_kwargs[{key!r}] has shape {list(value.shape)}: it needs one row per image of the "
                             f"batch ({x_T.shape[0]})")
         if key in ("y", "class_labels") and (value.is_floating_point() or value.dtype == torch.bool):
-            raise UserError(f"model_kwargs[{key!r}] holds class labels and must be an integer tensor, got {value.dtype}")
+            raise UserError(f"model_kwargs[{key!r}] holds class labels and must be an integer tensor, "
+                            f"got {value.dtype}")
 
 
 def _in_channels(unet):

@@ -178,7 +178,8 @@ def load_schedule(path, sampling):
     if made_for["sampler"] not in SAMPLERS:
         raise bad(f"unknown sampler {made_for['sampler']!r} ({' | '.join(SAMPLERS)})")
     for option in SAMPLERS[made_for["sampler"]].options:
-        made_for[option.key] = field(option.key, int if option.type is int else (int, float), f"a {option.type.__name__}")
+        kind = int if option.type is int else (int, float)
+        made_for[option.key] = field(option.key, kind, f"a {option.type.__name__}")
     branch = field("cache_branch", int, "an integer")
     steps = field("cache_full_steps", list, "a list of step indices")
     if branch < 0:

@@ -79,8 +79,8 @@ def check_search_space(check, base, ddim_steps, plms_steps, dpm_steps, intervals
                 check(f"--intervals {N} --branches {b}", replace(s, cache_interval=N, cache_branch=b,
                                                                  cache_schedule="uniform", cache_full_steps=None))
     if reference_steps is not None:
-        check(f"--reference-steps {reference_steps}", replace(ddim, steps=reference_steps, skip_type="uniform",
-                                                             eta=0.0, **UNCACHED))
+        reference = replace(ddim, steps=reference_steps, skip_type="uniform", eta=0.0, **UNCACHED)
+        check(f"--reference-steps {reference_steps}", reference)
 
 
 def candidates(pipe, base, ddim_steps, plms_steps, dpm_steps, intervals, branches, dpm_cache_steps,

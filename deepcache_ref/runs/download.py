@@ -116,7 +116,8 @@ def _safetensors_problem(path):
             itemsize = SAFETENSORS_BYTES[info["dtype"]]
         except (KeyError, TypeError, ValueError):
             return f"tensor {key!r} has a malformed header entry"
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end) or end - begin != count * itemsize:
+        ints = isinstance(begin, int) and isinstance(end, int)
+        if not (ints and 0 <= begin <= end) or end - begin != count * itemsize:
             return f"tensor {key!r}: offsets {begin}..{end} do not hold {count} x {info['dtype']}"
         spans.append((begin, end))
     spans.sort()

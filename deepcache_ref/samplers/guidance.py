@@ -1,9 +1,8 @@
 """Classifier-free guidance (Ho & Salimans 2022) as a wrapper around a conditional U-Net."""
 
-import math
-
 import torch
 
+from ..core.values import as_number
 from ..errors import UserError
 from .adapters import adapt_unet
 
@@ -20,8 +19,10 @@ class ClassifierFreeGuidance:
     """
 
     def __init__(self, unet, scale, uncond_context, keyword="context"):
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale)):
-            raise UserError(f"guidance scale must be a finite number, got {scale!r}")
+        try:
+            scale = as_number(scale, "guidance scale")
+        except UserError:
+            raise UserError(f"guidance scale must be a finite number, got {scale!r}") from None
         self.unet = adapt_unet(unet)
         self.scale = float(scale)
         self.uncond_context = uncond_context

@@ -59,7 +59,8 @@ def alphas_cumprod_list(alphas_cumprod):
     try:
         ac = torch.as_tensor(alphas_cumprod).detach()
     except (TypeError, ValueError, RuntimeError):
-        raise UserError(f"alphas_cumprod must be a 1-D tensor of numbers, got {type(alphas_cumprod).__name__}") from None
+        raise UserError("alphas_cumprod must be a 1-D tensor of numbers, got "
+                        f"{type(alphas_cumprod).__name__}") from None
     if ac.ndim != 1 or len(ac) == 0 or not (ac.is_floating_point() or ac.dtype == torch.float64):
         raise UserError(f"alphas_cumprod must be a 1-D floating tensor [T], got {ac.dtype} {list(ac.shape)}")
     ac = ac.double().cpu()

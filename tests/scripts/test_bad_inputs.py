@@ -8,6 +8,8 @@ files, folders) are made by the small builders below, named from the table.
 """
 
 import dataclasses
+import io
+import json
 import os
 import runpy
 import shutil
@@ -27,6 +29,7 @@ from PIL import Image
 import deepcache_ref.runs.cli
 import deepcache_ref.runs.distributed
 from conftest import FIXTURES, REPO, SCRIPTS, Exploit, tiny_ddpm, tiny_ldm
+from local_server import local_server
 
 KEEP = b"keep me: bytes the failed run must not touch\n"
 T1_STATE = FIXTURES / "ddpm/tiny/T1_state_dict.pt"
@@ -43,6 +46,14 @@ BASE = {
     "train": ["--config", "digits", "--workdir", "{out}", "--steps", "2"],
     "benchmark": ["--config", "{cfg}", "--ckpt", "{ckpt}", "--batch-size", "1", "--steps", "2", "--intervals", "2",
                   "--repeats", "1", "--warmup", "0", "--no-overhead", "--device", "cpu", "--out", "{out}/bench"],
+    "plan": ["--config", "{cfg}", "--ckpt", "{ckpt}", "--speedup", "2", "--ddim-steps", "2", "--plms-steps", "2",
+             "--dpm-steps", "2", "--dpm-cache-steps", "2", "--intervals", "2", "--branches", "0", "--calib-seeds",
+             "0-1", "--held-out-seeds", "10-11", "--reference-steps", "4", "--repeats", "1", "--device", "cpu",
+             "--out", "{out}/plan"],
+    "reproduce": ["--outdir", "{out}"],
+    "check_fast_paths": ["--config", "{cfg}", "--device", "cpu", "--variants", "eager:fp32", "--batch-size", "1",
+                         "--out", "{out}/fast.json"],
+    "download": ["--root", "{out}", "--timeout", "1"],
 }
 DIST_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_NTASKS",
              "SLURM_LOCALID", "SLURM_JOB_NODELIST", "SLURM_JOB_ID")
@@ -252,6 +263,135 @@ def free_port(ctx):
         return {"port": s.getsockname()[1]}
 
 
+def foreign_files(*names):
+    """Files of the user's own (notes, results of another tool) where a script would write."""
+    def build(ctx):
+        for name in names:
+            (p := ctx["out"] / name).parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(KEEP)
+        return {}
+    build.__name__ = f"foreign_{'_'.join(names)}"
+    return build
+
+
+def out_folder(name):
+    def build(ctx):
+        (ctx["out"] / name).mkdir(parents=True)
+        return {}
+    return build
+
+
+def ckpt_named(name):
+    """The run's checkpoint, under a name an output would take."""
+    def build(ctx):
+        (p := ctx["out"] / name).write_bytes(Path(ctx["ckpt"]).read_bytes())
+        return {"ckpt": p}
+    return build
+
+
+def config_named(name):
+    def build(ctx):
+        (p := ctx["out"] / name).write_bytes(Path(ctx["cfg"]).read_bytes())
+        return {"cfg": p}
+    return build
+
+
+SCHEDULE = {"sampler": "ddim", "steps": 2, "skip_type": "uniform", "eta": 0.0, "cache_branch": 0,
+            "cache_full_steps": [0], "calibration": {}}
+
+
+def schedule_file(text=None, **changes):
+    """A --cache-file for the base run (ddim, 2 steps): valid, with `changes` (None: key removed), or `text`."""
+    def build(ctx):
+        data = {k: v for k, v in {**SCHEDULE, **changes}.items() if v is not None}
+        (p := ctx["tmp"] / "schedule.json").write_text(text if text is not None else json.dumps(data))
+        return {"bad": p}
+    return build
+
+
+def settings_file(text):
+    def build(ctx):
+        (ctx["out"] / "settings.json").write_text(text)
+        return {}
+    return build
+
+
+def other_run_settings(ctx):
+    """The folder of a finished run with other settings (2 sampler steps, here 3)."""
+    argv = [fill(a, ctx) for a in BASE["sample"] + ["--seeds", "0", "--steps", "3"]]
+    assert script_main("sample")(argv) == 0
+    return {}
+
+
+def npz_stats(ctx):
+    np.savez(p := ctx["tmp"] / "stats64.npz", mu=np.zeros(64), sigma=np.eye(64))
+    return {"stats": p}
+
+
+def real_images_npz(ctx):
+    np.savez(p := ctx["tmp"] / "real.npz", images=np.zeros((4, 16, 16, 3), np.uint8))
+    return {"real": p}
+
+
+def empty_folder_named_like_a_config(ctx):
+    (p := ctx["tmp"] / "cifar10").mkdir()
+    return {"bad": p}
+
+
+def diffusers_folder_without_scheduler(ctx):
+    (p := ctx["tmp"] / "unet_folder").mkdir()
+    (p / "config.json").write_bytes((FIXTURES / "diffusers/tiny_ddpm/config.json").read_bytes())
+    return {"bad": p}
+
+
+# ---- downloads: files served by the local server, under a prefix of their own --------------------
+
+REPO_NAME = "google/ddpm-cifar10-32"
+GOOD_JSON = b'{"_class_name": "UNet2DModel"}'
+
+
+def pickled(obj):
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def safetensors_bytes(header=None, data=b"\0" * 24, raw_header=None):
+    header = header if header is not None else {"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}
+    head = raw_header if raw_header is not None else json.dumps(header).encode()
+    return len(head).to_bytes(8, "little") + head + data
+
+
+def served(files=None, quirks=None, have=None):
+    """A builder: the server serves `files` ({name: bytes}, or a callable of ctx) with `quirks` under a
+    fresh prefix ({url}); `have` are files already in the repo's folder under --root."""
+    def build(ctx):
+        srv, prefix = ctx["srv"], f"/c{len(ctx['srv'].files) + len(ctx['srv'].quirks)}-{os.urandom(4).hex()}"
+        extra = {}
+        content = files(ctx, extra) if callable(files) else (files or {})
+        for name, data in content.items():
+            srv.files[f"{prefix}/{name}"] = data
+        for name, q in (quirks or {}).items():
+            srv.quirks[f"{prefix}/{name}"] = {k: (v.replace("{prefix}", prefix) if isinstance(v, str) else v)
+                                              for k, v in q.items()}
+        for name, data in (have or {}).items():
+            (p := ctx["out"] / REPO_NAME / name).parent.mkdir(parents=True, exist_ok=True)
+            if data is None:
+                p.mkdir()
+            else:
+                p.write_bytes(data)
+        return {"url": srv.url + prefix, **extra}
+    return build
+
+
+CONFIGS_OK = {"config.json": GOOD_JSON, "scheduler_config.json": GOOD_JSON}
+
+
+def exploit_bin(ctx, extra):
+    extra["marker"] = ctx["tmp"] / "pwned"
+    return {"diffusion_pytorch_model.bin": pickled(Exploit(extra["marker"]))}
+
+
 # ---- the table -------------------------------------------------------------------------------------
 
 def case(id, script, args, expect, env=None, build=None, marks=()):
@@ -423,6 +563,232 @@ CASES = [
     case("steps-0", "benchmark", ["--steps", "0"], "--steps"),
     case("unknown-key", "benchmark", ["sampling.etaa=1"], "sampling.etaa"),
     case("out-under-file", "benchmark", ["--out", "{out}/bench"], "plain.txt is a file", build=out_under_file),
+    # benchmark.py: values and outputs
+    case("intervals-0", "benchmark", ["--intervals", "0,2"], "--intervals: a cache interval is an integer >= 1"),
+    case("out-empty", "benchmark", ["--out", ""], "--out is empty"),
+    case("out-foreign-json", "benchmark", [], "{out}/bench.json exists and is not a file this script writes",
+         build=foreign_files("bench.json")),
+    case("out-foreign-md", "benchmark", [], "{out}/bench.md exists and is not a file this script writes",
+         build=foreign_files("bench.md")),
+    case("out-is-the-ckpt", "benchmark", ["--ckpt", "{ckpt}"], "is also --ckpt", build=ckpt_named("bench.json")),
+    case("out-json-is-a-folder", "benchmark", [], "{out}/bench.json is a folder", build=out_folder("bench.json")),
+    case("variants-abc", "benchmark", ["--variants", "abc"], "'abc'"),
+    case("repeats-0", "benchmark", ["--repeats", "0"], "--repeats"),
+    # plan.py
+    case("speedup-0", "plan", ["--speedup", "0"], "--speedup"),
+    case("speedup-nan", "plan", ["--speedup", "nan"], "--speedup"),
+    case("speedup-abc", "plan", ["--speedup", "abc"], "--speedup"),
+    case("max-error-negative", "plan", ["--max-error", "-1", "--speedup", None], "--max-error must be a number >= 0"),
+    case("max-error-nan", "plan", ["--max-error", "nan", "--speedup", None], "--max-error must be a number >= 0"),
+    case("both-goals", "plan", ["--max-error", "1"], "--max-error"),
+    case("targets-0", "plan", ["--targets", "2,0"], "--targets"),
+    case("targets-nan", "plan", ["--targets", "nan"], "--targets"),
+    case("fd-max-0", "plan", ["--fd-max", "0"], "--fd-max"),
+    case("ddim-steps-5000", "plan", ["--ddim-steps", "5000"], "--ddim-steps 5000: "),
+    case("plms-steps-0", "plan", ["--plms-steps", "0"], "--plms-steps 0: "),
+    case("dpm-steps-2000", "plan", ["--dpm-steps", "2000"], "--dpm-steps 2000: "),
+    case("dpm-cache-steps-0", "plan", ["--dpm-cache-steps", "0"], "--dpm-cache-steps 0: "),
+    case("intervals-0", "plan", ["--intervals", "0"], "--intervals 0"),
+    case("branches-99", "plan", ["--branches", "99"], "--branches 99: cache branch 99 is out of range"),
+    case("reference-steps-5000", "plan", ["--reference-steps", "5000"], "--reference-steps 5000: "),
+    case("seeds-overlap", "plan", ["--held-out-seeds", "1-3"], "overlap"),
+    case("calib-seeds-abc", "plan", ["--calib-seeds", "abc"], "'abc'"),
+    case("held-out-seeds-float", "plan", ["--held-out-seeds", "1.5"], "'1.5'"),
+    case("unknown-key", "plan", ["sampling.etaa=1"], "sampling.etaa"),
+    case("ckpt-missing", "plan", ["--ckpt", "{tmp}/absent.ckpt"], "checkpoint not found: {tmp}/absent.ckpt"),
+    case("fd-real-missing", "plan", ["--fd-real", "{tmp}/real.npz"], "{tmp}/real.npz"),
+    case("fd-real-garbage", "plan", ["--fd-real", "{bad}"], "{bad}", build=garbage_npz),
+    case("device-tpu", "plan", ["--device", "tpu"], "device 'tpu'"),
+    case("out-empty", "plan", ["--out", ""], "--out is empty"),
+    case("out-foreign-md", "plan", [], "{out}/plan.md exists and is not a file this script writes",
+         build=foreign_files("plan.md")),
+    case("out-foreign-json", "plan", [], "{out}/plan.json exists and is not a file this script writes",
+         build=foreign_files("plan.json")),
+    case("out-foreign-png", "plan", [], "{out}/plan.png exists and is not a file this script writes",
+         build=foreign_files("plan.png")),
+    case("out-foreign-schedule", "plan", [], "{out}/plan_schedule.json exists and is not a file this script writes",
+         build=foreign_files("plan_schedule.json")),
+    case("out-is-the-ckpt", "plan", ["--ckpt", "{ckpt}"], "is also --ckpt", build=ckpt_named("plan.json")),
+    case("out-is-fd-real", "plan", ["--fd-real", "{out}/plan.json"], "is also --fd-real",
+         build=foreign_files("plan.json")),
+    case("out-under-file", "plan", ["--out", "{out}/plain.txt/plan"], "plain.txt is a file", build=out_under_file),
+    case("out-md-is-a-folder", "plan", [], "{out}/plan.md is a folder", build=out_folder("plan.md")),
+    # reproduce.py
+    case("gpus-0", "reproduce", ["ddpm", "--gpus", "0"], "--gpus"),
+    case("gpus-abc", "reproduce", ["ddpm", "--gpus", "abc"], "--gpus"),
+    case("ref-unknown-config", "reproduce", ["ddpm", "--dry-run", "--ref", "cifar100=x.npz"], "'cifar100=x.npz'"),
+    case("ref-without-equals", "reproduce", ["ddpm", "--dry-run", "--ref", "x.npz"], "'x.npz'"),
+    case("ref-empty-path", "reproduce", ["ddpm", "--dry-run", "--ref", "cifar10="], "'cifar10='"),
+    case("outdir-empty", "reproduce", ["ddpm", "--outdir", ""], "--outdir is empty"),
+    case("ref-missing", "reproduce", ["ddpm", "--ref", "cifar10={tmp}/none.npz"],
+         "{tmp}/none.npz: not the pytorch-fid statistics"),
+    case("ref-images-not-stats", "reproduce", ["ddpm", "--ref", "cifar10={bad}"],
+         "{bad}: not the pytorch-fid statistics",
+         build=float_npz),
+    case("default-refs-absent", "reproduce", ["ddpm"], "fid_stats/cifar10.npz: not the pytorch-fid statistics",
+         marks=pytest.mark.skipif((REPO / "checkpoints/fid_stats/cifar10.npz").exists(), reason="statistics present")),
+    case("adm-evaluator-absent", "reproduce", ["ldm"], "evaluator.py is missing",
+         marks=pytest.mark.skipif((REPO / "guided-diffusion").exists(), reason="a guided-diffusion checkout is present")),
+    case("collect-over-a-foreign-table", "reproduce", ["ddpm", "--collect"], "table_ddpm.md exists and is not a file",
+         build=foreign_files("table_ddpm.md")),
+    case("collect-outdir-under-file", "reproduce", ["ddpm", "--collect", "--outdir", "{out}/plain.txt/paper"],
+         "plain.txt is a file", build=out_under_file),
+    case("collect-table-is-a-folder", "reproduce", ["ddpm", "--collect"], "table_ddpm.md is a folder",
+         build=out_folder("table_ddpm.md")),
+    case("collect-ref-is-the-table", "reproduce", ["ddpm", "--collect", "--ref", "cifar10={out}/table_ddpm.md"],
+         "is also --ref cifar10"),
+    # check_fast_paths.py
+    case("branches-99", "check_fast_paths", ["--branches", "99"], "cache branch 99 is out of range"),
+    case("batch-size-0", "check_fast_paths", ["--batch-size", "0"], "--batch-size"),
+    case("variants-fp8", "check_fast_paths", ["--variants", "eager:fp8"], "'eager:fp8'"),
+    case("graph-on-cpu", "check_fast_paths", ["--variants", "eager:fp32:graph"], "CUDA graphs need a CUDA device"),
+    case("config-unknown", "check_fast_paths", ["--config", "cifar100"], "config 'cifar100' not found"),
+    case("device-tpu", "check_fast_paths", ["--device", "tpu"], "device 'tpu'"),
+    case("out-foreign", "check_fast_paths", [], "{out}/fast.json exists and is not a file this script writes",
+         build=foreign_files("fast.json")),
+    case("out-is-the-config", "check_fast_paths", ["--out", "{cfg}"], "is also --config"),
+    case("out-under-file", "check_fast_paths", ["--out", "{out}/plain.txt/fast.json"], "plain.txt is a file",
+         build=out_under_file),
+    case("out-is-a-folder", "check_fast_paths", [], "{out}/fast.json is a folder", build=out_folder("fast.json")),
+    # train.py: more values
+    case("steps-abc", "train", ["--steps", "abc"], "--steps"),
+    case("steps-negative", "train", ["--steps", "-3"], "--steps"),
+    case("steps-float", "train", ["--steps", "2.5"], "--steps"),
+    case("batch-size-float", "train", ["training.batch_size=2.5"], "training.batch_size"),
+    case("lr-abc", "train", ["training.lr=abc"], "training.lr"),
+    case("ema-rate-negative", "train", ["training.ema_rate=-0.1"], "training.ema_rate=-0.1"),
+    case("grad-clip-0", "train", ["training.grad_clip=0"], "training.grad_clip=0"),
+    case("data-max-nan", "train", ["training.data_max=nan"], "training.data_max=nan"),
+    case("workdir-empty", "train", ["--workdir", ""], "--workdir is empty"),
+    case("config-unknown", "train", ["--config", "cifar100"], "config 'cifar100' not found"),
+    case("shipped-weights-folder", "train", ["--workdir", str(DIGITS_EMA.parent)], "holds ema.ckpt but no ckpt.pth"),
+    # fid.py: outputs
+    case("save-stats-is-samples", "fid", ["{stats}", "--save-stats", "{stats}"], "is also SAMPLES", build=npz_stats),
+    case("out-is-reference", "fid", ["{stats}", "{stats}", "--out", "{stats}"], "is also SAMPLES", build=npz_stats),
+    case("out-is-save-stats", "fid", ["{stats}", "--save-stats", "{out}/s.npz", "--out", "{out}/s.npz"],
+         "is also --save-stats", build=npz_stats),
+    case("out-is-inception-weights", "fid", ["{stats}", "{stats}", "--out", "{weights}"],
+         "is also --inception-weights", build=npz_stats),
+    case("out-foreign", "fid", ["{stats}", "{stats}"], "{out}/fid.json exists and is not a file this script writes",
+         build=lambda ctx: {**npz_stats(ctx), **foreign_files("fid.json")(ctx)}),
+    case("dims-abc", "fid", ["{tmp}", "{tmp}", "--dims", "abc"], "--dims"),
+    # sample.py: config lookup
+    case("config-path-missing", "sample", ["--config", "{tmp}/configs/cifar10.yaml"], "{tmp}/configs/cifar10.yaml"),
+    case("config-empty-folder-named-like-a-bundled-one", "sample", ["--config", "{bad}"], "{bad}",
+         build=empty_folder_named_like_a_config),
+    case("config-folder-without-scheduler", "sample", ["--config", "{bad}"], "scheduler_config.json",
+         build=diffusers_folder_without_scheduler),
+    case("config-binary", "sample", ["--config", "{bad}"], "{bad}", build=truncated_ckpt),
+    case("override-steps-float", "sample", ["sampling.steps=2.5"], "sampling.steps"),
+    case("override-steps-nan", "sample", ["sampling.steps=nan"], "sampling.steps"),
+    case("override-batch-bool", "sample", ["sampling.batch_size=true"], "sampling.batch_size"),
+    # sample.py: schedule files
+    case("cache-file-missing", "sample", ["--cache-file", "{tmp}/none.json"], "--cache-file {tmp}/none.json"),
+    case("cache-file-not-json", "sample", ["--cache-file", "{bad}"], "--cache-file {bad}: not a schedule file",
+         build=schedule_file("{oops")),
+    case("cache-file-a-list", "sample", ["--cache-file", "{bad}"], "--cache-file {bad}: holds a JSON list",
+         build=schedule_file("[0, 1]")),
+    case("cache-file-steps-float", "sample", ["--cache-file", "{bad}"], "--cache-file {bad}: steps must be an integer",
+         build=schedule_file(steps=2.0)),
+    case("cache-file-full-steps-float", "sample", ["--cache-file", "{bad}"],
+         "--cache-file {bad}: cache_full_steps must be integer step indices, got 1.5",
+         build=schedule_file(cache_full_steps=[0, 1.5])),
+    case("cache-file-full-steps-bool", "sample", ["--cache-file", "{bad}"],
+         "--cache-file {bad}: cache_full_steps must be integer step indices, got True",
+         build=schedule_file(cache_full_steps=[0, True])),
+    case("cache-file-full-steps-unsorted", "sample", ["--cache-file", "{bad}"],
+         "--cache-file {bad}: cache_full_steps must increase strictly from step 0",
+         build=schedule_file(cache_full_steps=[0, 1, 1])),
+    case("cache-file-full-steps-negative", "sample", ["--cache-file", "{bad}"],
+         "--cache-file {bad}: cache_full_steps must increase strictly from step 0",
+         build=schedule_file(cache_full_steps=[-1, 0])),
+    case("cache-file-full-steps-beyond", "sample", ["--cache-file", "{bad}"], "explicit full step 7 is outside",
+         build=schedule_file(cache_full_steps=[0, 7])),
+    case("cache-file-branch-negative", "sample", ["--cache-file", "{bad}"], "--cache-file {bad}: cache_branch must be >= 0",
+         build=schedule_file(cache_branch=-1)),
+    case("cache-file-branch-string", "sample", ["--cache-file", "{bad}"],
+         "--cache-file {bad}: cache_branch must be an integer", build=schedule_file(cache_branch="1")),
+    case("cache-file-without-eta", "sample", ["--cache-file", "{bad}"], "--cache-file {bad}: has no 'eta'",
+         build=schedule_file(eta=None)),
+    case("cache-file-unknown-sampler", "sample", ["--cache-file", "{bad}"], "--cache-file {bad}: unknown sampler 'euler'",
+         build=schedule_file(sampler="euler")),
+    case("cache-file-other-steps", "sample", ["--cache-file", "{bad}"], "made for sampling.steps=5",
+         build=schedule_file(steps=5)),
+    case("cache-file-other-order", "sample", ["--sampler", "dpm++", "--skip-type", "linspace", "--cache-file", "{bad}"],
+         "made for sampling.solver_order=3", build=schedule_file(sampler="dpm++", skip_type="linspace", eta=None,
+                                                                  solver_order=3)),
+    case("cache-file-without-order", "sample", ["--sampler", "dpm++", "--skip-type", "linspace", "--cache-file", "{bad}"],
+         "has no 'solver_order'", build=schedule_file(sampler="dpm++", skip_type="linspace", eta=None)),
+    case("cache-file-and-interval", "sample", ["--cache-file", "{bad}", "--cache-interval", "2"],
+         "--cache-interval would disagree", build=schedule_file()),
+    # sample.py: settings records of the output folder
+    case("settings-a-list", "sample", [], "{out}/settings.json is unreadable or not a settings record",
+         build=settings_file("[]")),
+    case("settings-empty-object", "sample", [], "{out}", build=settings_file("{}")),
+    case("settings-of-another-run", "sample", [], "was made with", build=other_run_settings),
+    # download.py: arguments
+    case("unknown-name", "download", ["cifar100"], "unknown download 'cifar100'"),
+    case("no-name", "download", [], "NAME"),
+    case("url-ftp", "download", ["inception", "--url", "ftp://127.0.0.1/x.pth"], "is not an http:// or https:// address"),
+    case("url-for-two-names", "download", ["inception", "cifar10", "--url", "http://127.0.0.1:9/x"], "exactly one"),
+    case("root-is-file", "download", ["inception", "--root", "{out}"], "output folder {out} is a file",
+         build=out_is_file),
+    case("root-under-file", "download", ["inception", "--root", "{out}/x"], "cannot create output folder",
+         build=out_under_file),
+    case("root-empty", "download", ["inception", "--root", ""], "--root is empty"),
+    case("timeout-0", "download", ["inception", "--timeout", "0"], "--timeout"),
+    case("timeout-nan", "download", ["inception", "--timeout", "nan"], "--timeout"),
+    case("timeout-abc", "download", ["inception", "--timeout", "abc"], "--timeout"),
+    case("celeba-without-source", "download", ["celeba"], "no direct download is known"),
+    # download.py: a misbehaving server (nothing may land, nothing pre-existing may change)
+    case("404", "download", [REPO_NAME, "--url", "{url}"], "HTTP 404", build=served()),
+    case("500", "download", [REPO_NAME, "--url", "{url}"], "HTTP 500",
+         build=served(CONFIGS_OK, {"config.json": {"status": 500}})),
+    case("416-to-a-fresh-request", "download", [REPO_NAME, "--url", "{url}"], "HTTP 416",
+         build=served(CONFIGS_OK, {"config.json": {"status": 416}})),
+    case("206-unasked", "download", [REPO_NAME, "--url", "{url}"], "answered bytes 5-9/10",
+         build=served(CONFIGS_OK, {"config.json": {"range": "bytes 5-9/10"}})),
+    case("206-malformed-range", "download", [REPO_NAME, "--url", "{url}"], "not a byte range",
+         build=served(CONFIGS_OK, {"config.json": {"range": "bytes */10"}})),
+    case("json-not-json", "download", [REPO_NAME, "--url", "{url}"], "not JSON",
+         build=served({"config.json": b"{not json"})),
+    case("json-a-list", "download", [REPO_NAME, "--url", "{url}"], "not a JSON object",
+         build=served({"config.json": b"[1, 2]"})),
+    case("no-length-no-checksum", "download", [REPO_NAME, "--url", "{url}"], "sends no length and no checksum",
+         build=served(CONFIGS_OK, {"config.json": {"length": None}})),
+    case("body-longer-than-announced", "download", [REPO_NAME, "--url", "{url}"], "not JSON",
+         build=served(CONFIGS_OK, {"config.json": {"length": 5}})),
+    case("hang", "download", [REPO_NAME, "--url", "{url}"], "timed out",
+         build=served(CONFIGS_OK, {"config.json": {"delay": 2}})),
+    case("redirect-loop", "download", [REPO_NAME, "--url", "{url}"], "HTTP 302",
+         build=served(CONFIGS_OK, {"config.json": {"redirect": "{prefix}/config.json"}})),
+    case("redirect-to-404", "download", [REPO_NAME, "--url", "{url}"], "HTTP 404",
+         build=served(CONFIGS_OK, {"config.json": {"redirect": "/nowhere.json"}})),
+    case("safetensors-garbage", "download", [REPO_NAME, "--url", "{url}"], "its header claims",
+         build=served({"diffusion_pytorch_model.safetensors": b"garbage, not tensors"}, have=CONFIGS_OK)),
+    case("safetensors-truncated", "download", [REPO_NAME, "--url", "{url}"], "its tensors need",
+         build=served({"diffusion_pytorch_model.safetensors": safetensors_bytes(data=b"\0" * 20)}, have=CONFIGS_OK)),
+    case("safetensors-wrong-offsets", "download", [REPO_NAME, "--url", "{url}"], "do not hold",
+         build=served({"diffusion_pytorch_model.safetensors": safetensors_bytes(
+             {"w": {"dtype": "F32", "shape": [3, 3], "data_offsets": [0, 24]}})}, have=CONFIGS_OK)),
+    case("safetensors-header-not-json", "download", [REPO_NAME, "--url", "{url}"], "header is not JSON",
+         build=served({"diffusion_pytorch_model.safetensors": safetensors_bytes(raw_header=b"{oops")},
+                      have=CONFIGS_OK)),
+    case("safetensors-unknown-dtype", "download", [REPO_NAME, "--url", "{url}"], "malformed header entry",
+         build=served({"diffusion_pytorch_model.safetensors": safetensors_bytes(
+             {"w": {"dtype": "F13", "shape": [2, 3], "data_offsets": [0, 24]}})}, have=CONFIGS_OK)),
+    case("bin-malicious-pickle", "download", [REPO_NAME, "--url", "{url}"], "refused to load",
+         build=served(exploit_bin, have=CONFIGS_OK)),
+    case("bin-an-int", "download", [REPO_NAME, "--url", "{url}"], "holds a int",
+         build=served({"diffusion_pytorch_model.bin": pickled(42)}, have=CONFIGS_OK)),
+    case("bin-text", "download", [REPO_NAME, "--url", "{url}"], "not a readable PyTorch checkpoint",
+         build=served({"diffusion_pytorch_model.bin": b"plain text"}, have=CONFIGS_OK)),
+    case("existing-file-corrupt", "download", [REPO_NAME, "--url", "{url}"], "config.json exists but does not match",
+         build=served(CONFIGS_OK, have={"config.json": b"junk"})),
+    case("target-is-a-folder", "download", [REPO_NAME, "--url", "{url}"], "is a folder where the download must go",
+         build=served(CONFIGS_OK, have={"config.json": None})),
+    case("inception-wrong-bytes", "download", ["inception", "--url", "{url}/inc.pth"], "sha256",
+         build=served({"inc.pth": b"not the inception weights"})),
 ]
 
 
@@ -491,11 +857,33 @@ def ctx(tmp_path, t1_run, monkeypatch, request):
     c = {"tmp": tmp_path, "cfg": cfg, "ckpt": ckpt, "out": out, "new": tmp_path / "new"}
     if request.node.callspec.params.get("script") == "fid":
         c["weights"] = request.getfixturevalue("inception_weights")
+    if request.node.callspec.params.get("script") == "download":
+        c["srv"] = request.getfixturevalue("file_server")
     return c
+
+
+@pytest.fixture(scope="module")
+def file_server():
+    with local_server() as s:
+        yield s
 
 
 def fill(text, ctx):
     return str(text).format(**ctx)
+
+
+def merge(base, args):
+    """A case's arguments after the base ones; `FLAG, None` in a case removes FLAG and its value from the base."""
+    drop = {args[i - 1] for i, a in enumerate(args) if a is None}
+    out, skip = [], False
+    for i, a in enumerate(base):
+        if skip:
+            skip = False
+        elif a in drop:
+            skip = True
+        else:
+            out.append(a)
+    return out + [a for i, a in enumerate(args) if a is not None and not (i + 1 < len(args) and args[i + 1] is None)]
 
 
 @pytest.mark.parametrize("script, args, expect, env, build", CASES)
@@ -506,7 +894,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(script, args, expect, 
     for key, value in env.items():
         monkeypatch.setenv(key, fill(value, ctx))
     monkeypatch.setattr(deepcache_ref.runs.distributed, "RENDEZVOUS_TIMEOUT", 3.0)  # a missing peer: an error, not a hang
-    argv = [fill(a, ctx) for a in BASE[script] + args]
+    argv = [fill(a, ctx) for a in merge(BASE[script], args)]
     watched = [ctx["tmp"], ctx["out"], ctx["new"]]
     before = [snapshot(p) for p in watched]
 
@@ -678,5 +1066,130 @@ LIBRARY_CASES = [
 
 @pytest.mark.parametrize("call, match", LIBRARY_CASES)
 def test_library_raises_value_error_naming_the_value(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+AC = torch.linspace(0.99, 0.01, 1000)
+
+
+def ddim(**changes):
+    """`ddim_sample` on the T1 U-Net (1 image, 2 steps) with some arguments replaced."""
+    from deepcache_ref import samplers
+
+    a = {"unet": _t1(), "x_T": torch.zeros(1, 3, 16, 16), "timesteps": [0, 500], "alphas_cumprod": AC, **changes}
+    return lambda: samplers.ddim_sample(a.pop("unet"), a.pop("x_T"), a.pop("timesteps"), a.pop("alphas_cumprod"), **a)
+
+
+def dpm(**changes):
+    from deepcache_ref import samplers
+
+    return lambda: samplers.dpm_solver_pp_sample(_t1(), torch.zeros(1, 3, 16, 16), [0, 500], AC, **changes)
+
+
+def schedule(*args, **kwargs):
+    from deepcache_ref import samplers
+
+    return lambda: samplers.CacheSchedule(*args, **kwargs)
+
+
+def rng(*seeds):
+    from deepcache_ref import samplers
+
+    return lambda: samplers.PerImageRNG(list(seeds))
+
+
+def with_value(values, i, v):
+    values = values.clone()
+    values[i] = v
+    return values
+
+
+def lib_make_timesteps(*args):
+    from deepcache_ref import samplers
+
+    return lambda: samplers.make_timesteps(*args)
+
+
+def lib_load_config(*args):
+    import deepcache_ref as P
+
+    return lambda: P.load_config(*args)
+
+
+def lib_pipeline_float_seed():
+    import deepcache_ref as P
+
+    cfg, _ = _digits()
+    P.Pipeline(P.build_model(cfg), "cpu").sample_x0([1.5], cfg.sampling)
+
+
+def lib_guidance_string_scale():
+    from deepcache_ref import samplers
+
+    samplers.ClassifierFreeGuidance(_t1(), "2", torch.zeros(1, 1, 4))
+
+
+NEW_LIBRARY_CASES = [
+    pytest.param(ddim(x_T=torch.zeros(1, 4, 16, 16)), "x_T has 4 channels, the U-Net takes 3", id="x_T-channels"),
+    pytest.param(ddim(x_T=torch.zeros(1, 3, 16, 16, dtype=torch.long)), "x_T must be a floating tensor",
+                 id="x_T-integers"),
+    pytest.param(ddim(x_T=torch.zeros(3, 16, 16)), "x_T must have shape \\[B, C, H, W\\]", id="x_T-3-dims"),
+    pytest.param(ddim(x_T=torch.zeros(0, 3, 16, 16)), "with B >= 1", id="x_T-empty-batch"),
+    pytest.param(ddim(x_T=np.zeros((1, 3, 16, 16), np.float32)), "x_T must be a torch.Tensor", id="x_T-numpy"),
+    pytest.param(ddim(x_T=torch.zeros(1, 3, 16, 16, dtype=torch.float64)), "x_T is torch.float64, the U-Net's weights "
+                 "torch.float32", id="x_T-float64"),
+    pytest.param(ddim(x_T=torch.zeros(1, 3, 16, 16, device="meta")), "x_T is on meta, the U-Net's weights on cpu",
+                 id="x_T-other-device"),
+    pytest.param(ddim(timesteps=[0.0, 500.5]), "timesteps\\[0\\] must be an integer, got 0.0", id="timesteps-floats"),
+    pytest.param(ddim(timesteps=torch.tensor([0.0, 500.0])), "timesteps must be integers, got a torch.float32",
+                 id="timesteps-float-tensor"),
+    pytest.param(ddim(timesteps=[True, 500]), "timesteps\\[0\\] must be an integer, got True", id="timesteps-bool"),
+    pytest.param(ddim(timesteps=5), "timesteps must be a sequence of integers", id="timesteps-an-int"),
+    pytest.param(ddim(alphas_cumprod=AC[None]), "alphas_cumprod must be a 1-D floating tensor", id="alphas-2-dims"),
+    pytest.param(ddim(alphas_cumprod=with_value(AC, 3, 0.0)), "alphas_cumprod must lie in \\(0, 1\\]",
+                 id="alphas-with-0"),
+    pytest.param(ddim(alphas_cumprod=with_value(AC, 3, float("nan"))), "alphas_cumprod must lie in", id="alphas-nan"),
+    pytest.param(ddim(alphas_cumprod=with_value(AC, 3, 1.5)), "alphas_cumprod must lie in", id="alphas-above-1"),
+    pytest.param(ddim(alphas_cumprod=torch.ones(1000, dtype=torch.long)), "1-D floating tensor", id="alphas-integers"),
+    pytest.param(ddim(alphas_cumprod="abc"), "alphas_cumprod must be a 1-D tensor of numbers", id="alphas-string"),
+    pytest.param(ddim(final_alpha_cumprod=float("nan")), "final_alpha_cumprod must be a finite number",
+                 id="final-alpha-nan"),
+    pytest.param(ddim(final_alpha_cumprod="1"), "final_alpha_cumprod must be a number, got '1'", id="final-alpha-string"),
+    pytest.param(ddim(eta="0.5"), "eta must be a number in \\[0, 1\\].*'0.5'", id="eta-string"),
+    pytest.param(ddim(eta=True), "eta must be a number in \\[0, 1\\].*True", id="eta-bool"),
+    pytest.param(ddim(model_kwargs={"y": torch.zeros(3, dtype=torch.long)}),
+                 "model_kwargs\\['y'\\] has shape \\[3\\]: it needs one row per image of the batch \\(1\\)",
+                 id="model_kwargs-rows"),
+    pytest.param(ddim(model_kwargs={"y": torch.zeros(1)}), "model_kwargs\\['y'\\] holds class labels and must be an "
+                 "integer tensor", id="model_kwargs-float-labels"),
+    pytest.param(ddim(model_kwargs={"y": torch.zeros(1, dtype=torch.long, device="meta")}),
+                 "model_kwargs\\['y'\\] is on meta", id="model_kwargs-device"),
+    pytest.param(dpm(order=2.0), "DPM-Solver\\+\\+ order must be an integer, got 2.0", id="dpm-order-float"),
+    pytest.param(dpm(order=True), "DPM-Solver\\+\\+ order must be an integer, got True", id="dpm-order-bool"),
+    pytest.param(schedule(2.0), "cache interval must be an integer >= 1, got 2.0", id="CacheSchedule-interval-float"),
+    pytest.param(schedule(2, True), "cache branch must be an integer >= 0, got True", id="CacheSchedule-branch-bool"),
+    pytest.param(schedule(1, 0, "explicit", explicit_steps=[0, 1.5]), "explicit full steps must be a list of integers",
+                 id="CacheSchedule-explicit-float"),
+    pytest.param(schedule(1, 0, "explicit", explicit_steps=[1, 2]), "must contain step 0",
+                 id="CacheSchedule-explicit-without-0"),
+    pytest.param(schedule(2, 0, "nonuniform", center=2.5, power=1.4), "integer center step, got 2.5",
+                 id="CacheSchedule-center-float"),
+    pytest.param(schedule(2, 0, "cubic"), "unknown cache schedule kind 'cubic'", id="CacheSchedule-kind"),
+    pytest.param(rng(1.5), "seed 1.5 is not an integer", id="PerImageRNG-float"),
+    pytest.param(rng("3"), "seed '3' is not an integer", id="PerImageRNG-string"),
+    pytest.param(rng(True), "seed True is not an integer", id="PerImageRNG-bool"),
+    pytest.param(lib_make_timesteps(2.0), "steps must be in 1..1000, got 2.0", id="make_timesteps-float"),
+    pytest.param(lib_make_timesteps(10, "cubic"), "unknown skip_type 'cubic'", id="make_timesteps-skip-type"),
+    pytest.param(lib_load_config("/nonexistent/cifar10.yaml"), "/nonexistent/cifar10.yaml", id="load_config-missing"),
+    pytest.param(lib_load_config("digits", ["sampling.steps=many"]), "sampling.steps", id="load_config-override"),
+    pytest.param(lib_pipeline_float_seed, "seed 1.5 is not an integer", id="Pipeline-float-seed"),
+    pytest.param(lib_guidance_string_scale, "guidance scale must be a finite number, got '2'",
+                 id="ClassifierFreeGuidance-string"),
+]
+
+
+@pytest.mark.parametrize("call, match", NEW_LIBRARY_CASES)
+def test_library_checks_arguments_against_the_model(call, match):
     with pytest.raises(ValueError, match=match):
         call()
