@@ -37,7 +37,7 @@ from deepcache_ref.core.checkpoint import check_file, safe_load
 from deepcache_ref.errors import CheckpointError, UserError
 from deepcache_ref.families import family_of
 from deepcache_ref.runs.cli import EXIT_STOPPED, ArgumentParser, positive_int, run
-from deepcache_ref.runs.files import check_outdir, create_exclusive, write_bytes, write_json
+from deepcache_ref.runs.files import check_outdir, create_exclusive, remove_stale_temps, write_bytes, write_json
 from deepcache_ref.runs.record import first_difference, read_settings
 from deepcache_ref.runs.versions import device_name, versions
 
@@ -95,6 +95,12 @@ def repair_ema(workdir, ema_state):
         print(f"{path} did not match {Path(workdir) / 'ckpt.pth'}: rewritten from it", file=sys.stderr)
 
 
+def train_record(cfg, step, epoch, losses, seconds):
+    return {"config": cfg.name, "steps": step, "epochs": epoch,
+            "final_loss_mean_last_100": float(np.mean(losses[-100:])) if losses else None,
+            "seconds_this_invocation": seconds, "device": device_name("cpu"), "versions": versions()}
+
+
 def save(path, obj):
     """torch.save, atomically and byte-reproducibly: serialised in memory, so the archive inside
     carries no file name (the same weights give the same bytes and md5 wherever they are saved)."""
@@ -124,10 +130,9 @@ def main(argv=None):
     ckpt = workdir / "ckpt.pth"
     settings = training_settings(cfg)
     recorded = read_settings(workdir, SETTINGS)
-    if not ckpt.exists() and ((workdir / "ema.ckpt").exists() or recorded is not None):
-        raise UserError(f"{workdir} holds {'ema.ckpt' if (workdir / 'ema.ckpt').exists() else SETTINGS} but no "
-                        "ckpt.pth: it is not a training folder this script can continue; move it away or give "
-                        "another --workdir")
+    if not ckpt.exists() and (workdir / "ema.ckpt").exists():  # (a settings record alone: killed before a save)
+        raise UserError(f"{workdir} holds ema.ckpt but no ckpt.pth: it is not a training folder this script can "
+                        "continue; move it away or give another --workdir")
     if recorded is not None:
         diff = first_difference(recorded, settings)
         if diff:
@@ -161,20 +166,24 @@ def main(argv=None):
             raise CheckpointError(f"{ckpt} does not fit the `{cfg.name}` config or was not written by train.py "
                                   f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): "
                                   "move it away or give another --workdir") from None
+        remove_stale_temps(workdir)
         repair_ema(workdir, state[4])
         if step >= total:
+            if not (workdir / "train.json").exists():  # killed before the record was written
+                write_json(workdir / "train.json", train_record(cfg, step, epoch, state[5].get("losses", []), None))
             print(f"{ckpt} is already at step {step} of {total}: nothing to do", file=sys.stderr)
             return 0
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
 
     workdir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(workdir)  # of a killed run
     if recorded is None:
         create_exclusive(workdir / SETTINGS, json.dumps({"settings": settings}, indent=2) + "\n")
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # save at the next step and stop, resumable
         signal.signal(sig, lambda signum, frame: STOP.append(signum))
     alphas_cumprod = ddpm.alphas_cumprod(cfg.diffusion)
     T = cfg.diffusion.num_timesteps
-    log = []
+    losses = list(state[5].get("losses", [])) if state is not None else []
     bar = tqdm(total=total, initial=step, unit="step")
     start = time.perf_counter()
     while step < total:
@@ -202,23 +211,20 @@ def main(argv=None):
             for e, m in zip(ema.parameters(), model.parameters()):
                 e.lerp_(m, 1 - t.ema_rate)
         step += 1
-        log.append(loss.item())
+        losses.append(loss.item())
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(log[-100:]):.3f}")
+        bar.set_postfix(loss=f"{np.mean(losses[-100:]):.3f}")
         if step % t.save_every == 0 or step == total or STOP:
             save(ckpt, [{f"module.{k}": v for k, v in model.state_dict().items()}, opt.state_dict(), epoch, step,
                         ema.state_dict(), {"data": rng.get_state(), "torch": torch.get_rng_state(), "order": order,
-                                           "pos": pos}])
+                                           "pos": pos, "losses": losses[-100:]}])
             save(workdir / "ema.ckpt", ema.state_dict())  # after ckpt.pth: a rerun repairs a stale one from it
         if STOP:
             bar.close()
             print(f"stopped by a signal at step {step}; rerun the same command to resume", file=sys.stderr)
             return EXIT_STOPPED
     bar.close()
-    record = {"config": cfg.name, "steps": step, "epochs": epoch,
-              "final_loss_mean_last_100": float(np.mean(log[-100:])) if log else None,
-              "seconds_this_invocation": time.perf_counter() - start, "device": device_name("cpu"),
-              "versions": versions()}
+    record = train_record(cfg, step, epoch, losses, time.perf_counter() - start)
     write_json(workdir / "train.json", record)
     print(json.dumps(record), file=sys.stderr)
     return 0

@@ -147,3 +147,52 @@ def test_sigterm_saves_and_exits_resumably(tmp_path):
     assert 0 < step < 3000 and not list(work.glob(".*.tmp"))
     assert _train(work, step + 2, "training.save_every=1000") == 0
     assert torch.load(work / "ckpt.pth", weights_only=True)[3] == step + 2
+
+
+class Killed(BaseException):
+    """A kill -9 at one write: what is on disk stays as it is, temporary file included."""
+
+
+def _killed_at(k, monkeypatch):
+    """Make the k-th rename (or link) of a finished file kill the run just before it, as SIGKILL would,
+    leaving its temporary file; the run's temporary names carry a dead process's pid."""
+    import os
+    import subprocess
+
+    import deepcache_ref.runs.files as files
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    calls = []
+
+    def kill_before(real):
+        def call(src, dst):
+            calls.append(dst)
+            if len(calls) == k:
+                raise Killed
+            return real(src, dst)
+        return call
+
+    monkeypatch.setattr(files.os, "replace", kill_before(os.replace))
+    monkeypatch.setattr(files.os, "link", kill_before(os.link))
+    monkeypatch.setattr(files, "_unlink", lambda path: None)  # a killed process cleans nothing up
+    monkeypatch.setattr(files.os, "getpid", lambda: dead.pid)
+    return calls
+
+
+def test_a_kill_at_every_write_of_training_then_a_rerun_gives_the_uninterrupted_files(tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    assert _train(whole, 4) == 0  # writes: train_settings.json, ckpt.pth, ema.ckpt (x2), train.json
+    expected = {k: v for k, v in _bytes(whole).items() if k != "train.json"}
+    writes = 6
+    for k in range(1, writes + 1):
+        work = tmp_path / f"killed_at_{k}"
+        with monkeypatch.context() as m:
+            calls = _killed_at(k, m)
+            with pytest.raises(Killed):
+                _train(work, 4)
+        assert len(calls) == k
+        assert _train(work, 4) == 0, k
+        files = _bytes(work)
+        assert {k: v for k, v in files.items() if k != "train.json"} == expected, f"killed at write {k}"
+        assert "train.json" in files
