@@ -22,7 +22,6 @@ from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_float, positive_int, run
 from deepcache_ref.runs.files import atomic_write, claim_outputs, json_record, text_record, write_json, write_text
 from deepcache_ref.runs.versions import device_name, versions
-from deepcache_ref.samplers.registry import all_options
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,17 +155,11 @@ def main(argv=None):
     if chosen is None:
         text.append("No candidate meets the goal.\n")
     else:
-        opts = chosen.options()
+        sched = None
         if chosen.cache.kind == "explicit":
             sched = Path(f"{out}_schedule.json")
             save_schedule(sched, chosen.sampling, chosen.cache, chosen.extra)
-            opts.append(f"--cache-file {sched}")
-        # the pick's own settings win: overrides of the keys its flags set are left out (they were the baseline's)
-        picked = {"sampler", "steps", "skip_type", "cache_interval", "cache_branch", "cache_schedule", "cache_center",
-                  "cache_power", "cache_full_steps", *(o.key for o in all_options())}
-        kept = [o for o in args.overrides if o.split("=", 1)[0].removeprefix("sampling.") not in picked]
-        command = shlex.join(["python", "scripts/sample.py", "--config", args.config,
-                              *(w for opt in opts for w in opt.split(" ", 1)), *kept])
+        command = shlex.join(["python", "scripts/sample.py", *chosen.sample_args(args.config, args.overrides, sched)])
         text.append(f"#### Recommended\n\n{chosen.method}: error {chosen.error:.2f} (held-out {chosen.held_out:.2f}) "
                     f"at {chosen.speedup:.2f}x measured ({chosen.ideal:.2f}x ideal)\n\n```\n{command}\n```\n")
     write_json(record, {"baseline": baseline.row(), "candidates": [c.row() for c in cands],

@@ -21,6 +21,10 @@ from .benchmark import macs_per_branch, sync
 from .calibrate import calibrated_schedule, step_errors
 
 
+PICKED = {"sampler", "steps", "skip_type", "cache_interval", "cache_branch", "cache_schedule", "cache_center",
+          "cache_power", "cache_full_steps", *(o.key for o in all_options())}  # the keys a candidate's flags set
+
+
 @dataclass(eq=False)
 class Candidate:
     method: str                       # e.g. "DDIM", "DeepCache (uniform) on DDIM"
@@ -45,6 +49,14 @@ class Candidate:
         if c.kind == "nonuniform":
             opts += ["--cache-schedule nonuniform", f"--cache-center {c.center}", f"--cache-power {c.power}"]
         return opts
+
+    def sample_args(self, config, overrides=(), schedule_file=None):
+        """`scripts/sample.py` arguments that run exactly this candidate: its own flags (`--cache-file` for an
+        explicit schedule, saved by the caller), and those `overrides` that set none of the keys its flags
+        set (the others were the baseline's)."""
+        opts = self.options() + ([f"--cache-file {schedule_file}"] if schedule_file is not None else [])
+        kept = [o for o in overrides if o.split("=", 1)[0].removeprefix("sampling.") not in PICKED]
+        return ["--config", str(config), *(w for opt in opts for w in opt.split(" ", 1)), *kept]
 
     def row(self):
         return {"method": self.method, "sampler": self.sampling.sampler, "steps": self.sampling.steps,
