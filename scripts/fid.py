@@ -17,7 +17,7 @@ import numpy as np
 from deepcache_ref.catalogue import INCEPTION_NAME
 from deepcache_ref.core.checkpoint import checkpoint_root
 from deepcache_ref.errors import UserError
-from deepcache_ref.evaluation.fid import frechet_distance, load_inception, statistics_of
+from deepcache_ref.evaluation.fid import frechet_distance, is_statistics, load_inception, statistics_of
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
 from deepcache_ref.runs.files import claim_outputs, json_record, write_json, write_npz
@@ -53,9 +53,13 @@ def main(argv=None):
                   {"SAMPLES": args.samples, "REFERENCE": args.reference, "--inception-weights": args.inception_weights})
     device = resolve_device(args.device)
     model = lru_cache(lambda: load_inception(args.inception_weights, args.dims, device))
-    mu1, s1, n1 = statistics_of(args.samples, model, args.dims, args.batch_size, device)
+    sides = [args.samples] + ([args.reference] if args.reference else [])
+    done = {}
+    for side in sorted(sides, key=lambda p: not is_statistics(p)):  # statistics files (read and checked) first
+        done[side] = statistics_of(side, model, args.dims, args.batch_size, device)
+    mu1, s1, n1 = done[args.samples]
     if args.reference:
-        mu2, s2, n2 = statistics_of(args.reference, model, args.dims, args.batch_size, device)
+        mu2, s2, n2 = done[args.reference]
     if args.save_stats:
         write_npz(args.save_stats, mu=mu1, sigma=s1)
         what = f"{n1} images" if n1 is not None else args.samples

@@ -672,6 +672,8 @@ CASES = [
     case("out-foreign", "fid", ["{stats}", "{stats}"], "{out}/fid.json exists and is not a file this script writes",
          build=lambda ctx: {**npz_stats(ctx), **foreign_files("fid.json")(ctx)}),
     case("dims-abc", "fid", ["{tmp}", "{tmp}", "--dims", "abc"], "--dims"),
+    case("reference-stats-checked-before-the-images", "fid", ["{samples}", "{bad}", "--inception-weights", "{tmp}/no.pth"],
+         "{bad}: statistics of shape mu [10]", build=lambda ctx: {**good_samples(ctx), **small_stats(ctx)}),
     # sample.py: config lookup
     case("config-path-missing", "sample", ["--config", "{tmp}/configs/cifar10.yaml"], "{tmp}/configs/cifar10.yaml"),
     case("config-empty-folder-named-like-a-bundled-one", "sample", ["--config", "{bad}"], "{bad}",
