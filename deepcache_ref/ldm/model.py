@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..core.checkpoint import check_file, check_state_dict, safe_load
+from ..core.values import as_ints
 from ..errors import CheckpointError, UserError
 from ..samplers import ClassifierFreeGuidance, DiffusionModel
 from .autoencoder import VQModel
@@ -118,9 +119,12 @@ class LatentDiffusionModel(DiffusionModel):
         if labels is None:
             raise UserError("LDM-4-G is class-conditional: give one class label per image")
         device = self.alphas_cumprod.device
-        labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
-        if device.type != "meta" and len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < self.num_classes):
-            raise UserError(f"class labels must be in 0..{self.num_classes - 1}, got {labels.tolist()}")
+        if isinstance(labels, torch.Tensor) and labels.device.type == "meta":
+            labels = torch.zeros(labels.shape, dtype=torch.long, device=device)  # shapes only (MACs)
+        labels = as_ints(labels.reshape(-1) if isinstance(labels, torch.Tensor) else labels, "class labels")
+        if not labels or not all(0 <= c < self.num_classes for c in labels):
+            raise UserError(f"class labels must be in 0..{self.num_classes - 1}, got {labels or 'none'}")
+        labels = torch.tensor(labels, dtype=torch.long, device=device)
         context = self.get_learned_conditioning(labels)
         uncond = self.get_learned_conditioning(torch.tensor([self.uncond_class], device=device))
         kwargs = {"final_alpha_cumprod": self.final_alpha_cumprod, "model_kwargs": {"context": context}}

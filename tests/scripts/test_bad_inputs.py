@@ -1186,6 +1186,13 @@ NEW_LIBRARY_CASES = [
     pytest.param(lib_load_config("/nonexistent/cifar10.yaml"), "/nonexistent/cifar10.yaml", id="load_config-missing"),
     pytest.param(lib_load_config("digits", ["sampling.steps=many"]), "sampling.steps", id="load_config-override"),
     pytest.param(lib_pipeline_float_seed, "seed 1.5 is not an integer", id="Pipeline-float-seed"),
+    pytest.param(lambda: tiny_ldm().denoiser(labels=[1.5]), "class labels\\[0\\] must be an integer, got 1.5",
+                 id="ldm-denoiser-label-float"),
+    pytest.param(lambda: tiny_ldm().denoiser(labels=[True]), "class labels\\[0\\] must be an integer, got True",
+                 id="ldm-denoiser-label-bool"),
+    pytest.param(lambda: tiny_ldm().denoiser(labels=torch.tensor([1.0])), "class labels must be integers",
+                 id="ldm-denoiser-label-float-tensor"),
+    pytest.param(lambda: tiny_ldm().denoiser(labels=[]), "class labels must be in 0..", id="ldm-denoiser-no-labels"),
     pytest.param(lib_guidance_string_scale, "guidance scale must be a finite number, got '2'",
                  id="ClassifierFreeGuidance-string"),
 ]
