@@ -27,7 +27,7 @@ from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.benchmark import macs_per_branch, report, rows_for_variant
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
-from deepcache_ref.runs.files import claim_outputs, json_record
+from deepcache_ref.runs.files import claim_outputs, json_record, output_prefix, text_record
 from deepcache_ref.runs.versions import device_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,8 +66,7 @@ def main(argv=None):
         raise UserError("give --random-init or --ckpt, not both")
     if 0 in args.intervals:
         raise UserError("--intervals: a cache interval is an integer >= 1 (1 = no cache), got 0")
-    if args.out is not None and not args.out.strip():
-        raise UserError("--out is empty: name an output prefix (or leave --out out for the default)")
+    out = output_prefix(args.out) if args.out is not None else None
     cfg = load_config(args.config, args.overrides)
     s = cfg.sampling if args.steps is None else replace(cfg.sampling, steps=args.steps)
     branches = args.branches or [s.cache_branch]
@@ -84,10 +83,11 @@ def main(argv=None):
     header = (f"### {cfg.name or args.config}: batch {args.batch_size}, {len(meta.timesteps(s.steps, s.skip_type))} "
               f"{s.sampler} steps, {device_name(device)}{' (random weights)' if args.random_init else ''}\n\n"
               f"`python scripts/benchmark.py {' '.join(sys.argv[1:] if argv is None else argv)}`")
-    out = Path(args.out or REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}")
+    out = out or REPO / "results" / f"benchmark_{cfg.name or Path(args.config).stem}"
     ours = json_record("device", "args", "rows")
     claim_outputs({"--out (.json)": (out.with_suffix(".json"), ours),
-                   "--out (.md)": (out.with_suffix(".md"), lambda p: ours(out.with_suffix(".json")))},
+                   "--out (.md)": (out.with_suffix(".md"),
+                                   lambda p: text_record("### ")(p) and ours(out.with_suffix(".json")))},
                   {"--config": args.config if Path(args.config).is_file() else None, "--ckpt": args.ckpt})
     macs = macs_per_branch(meta, branches, getattr(s, "scale", 1.0))
     rows = []

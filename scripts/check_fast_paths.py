@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from deepcache_ref import FastPath
+from deepcache_ref.errors import UserError
 from deepcache_ref.evaluation.fast_paths import check_config, check_fast_paths
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_int, run
@@ -31,6 +32,8 @@ def main(argv=None):
     p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--out", help="write the results as JSON")
     args = p.parse_args(argv)
+    if args.out is not None and not args.out.strip():
+        raise UserError("--out is empty: name a JSON file (or leave --out out to print only)")
     claim_outputs({"--out": (args.out, json_record("interval_1_equals_no_cache_bitwise", "variants"))},
                   {"--config": args.config if Path(args.config).is_file() else None})
     check_config(args.config, args.branches, args.batch_size)

@@ -27,14 +27,14 @@ def main(argv=None):
     p.add_argument("--root", default=str(checkpoint_root()),
                    help="where the files go (default: $DEEPCACHE_CHECKPOINTS, else the checkout's checkpoints/)")
     p.add_argument("--url", help="another source for one NAME (a mirror, a local server; a folder URL for a repo)")
-    p.add_argument("--timeout", type=positive_float, default=TIMEOUT,
+    p.add_argument("--timeout", type=lambda v: positive_float(v, most=86400), default=TIMEOUT,
                    help="seconds without a byte before a connection counts as failed (default %(default)g)")
     args = p.parse_args(argv)
     if not args.root.strip():
         raise UserError("--root is empty: name a folder (or leave --root out for the default)")
     if args.url and len(args.names) != 1:
         raise UserError("--url replaces the source of one NAME: give exactly one")
-    check_outdir(args.root)
+    check_outdir(args.root, flag="--root")
     todo = [r for name in args.names for r in remotes(name, args.root, args.url)]  # every name checked first
     for remote in todo:
         path = fetch(remote, progress=sys.stderr.isatty(), timeout=args.timeout)

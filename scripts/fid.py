@@ -46,6 +46,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not args.reference and not args.save_stats:
         p.error("give a reference, or --save-stats")
+    if args.save_stats and not args.save_stats.endswith(".npz"):
+        raise UserError(f"--save-stats {args.save_stats}: statistics are an npz file; give a name ending in .npz")
     for path in (args.samples, args.reference):
         if path and not Path(path).exists():
             raise UserError(f"{path} does not exist")

@@ -20,10 +20,18 @@ from deepcache_ref.evaluation.fid import fd_pix, pixel_vectors
 from deepcache_ref.evaluation.plan import candidates, check_search_space, frontier, measure, pick
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, int_list, positive_float, positive_int, run
-from deepcache_ref.runs.files import atomic_write, claim_outputs, json_record, text_record, write_json, write_text
+from deepcache_ref.runs.files import (atomic_write, claim_outputs, json_record, output_prefix, text_record, write_json,
+                                      write_text)
 from deepcache_ref.runs.versions import device_name, versions
 
 REPO = Path(__file__).resolve().parent.parent
+MAX_SEEDS = 10_000         # calibration and held-out seeds: each is sampled by every candidate
+MAX_FD_SAMPLES = 200_000   # samples of each FD_pix row
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def fmt(v, spec):
@@ -87,15 +95,13 @@ def main(argv=None):
     p.add_argument("--reference-steps", type=positive_int, help="DDIM steps of the reference (default: every timestep)")
     p.add_argument("--fd-real", help="npz of real images (`images`, values 0..--fd-max): FD_pix of the chosen rows")
     p.add_argument("--fd-max", type=positive_float, default=255.0)
-    p.add_argument("--fd-samples", type=positive_int, default=1000)
+    p.add_argument("--fd-samples", type=lambda v: positive_int(v, most=MAX_FD_SAMPLES), default=1000)
     p.add_argument("--device", help="default: cuda if available, else cpu")
     p.add_argument("--out", help="output prefix (default: results/plan_<config>)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config keys, e.g. sampling.steps=50 (the baseline)")
     args = p.parse_args(argv)
     if args.max_error is not None and not args.max_error >= 0:
         raise UserError(f"--max-error must be a number >= 0, got {args.max_error}")
-    if args.out is not None and not args.out.strip():
-        raise UserError("--out is empty: name an output prefix (or leave --out out for the default)")
 
     # everything checked before any work: settings, seeds, outputs, inputs, device
     cfg = load_config(args.config, args.overrides)
@@ -111,14 +117,20 @@ def main(argv=None):
 
     check_search_space(check, base, args.ddim_steps, args.plms_steps, args.dpm_steps, args.intervals, args.branches,
                        args.dpm_cache_steps, args.reference_steps)
-    calib, held = list(SeedRanges.parse(args.calib_seeds)), list(SeedRanges.parse(args.held_out_seeds))
+    calib, held = SeedRanges.parse(args.calib_seeds), SeedRanges.parse(args.held_out_seeds)
+    for flag, seeds in (("--calib-seeds", calib), ("--held-out-seeds", held)):
+        if seeds.count > MAX_SEEDS:
+            raise UserError(f"{flag} gives {seeds.count:,} seeds; every candidate samples each of them: give at "
+                            f"most {MAX_SEEDS:,}")
+    calib, held = list(calib), list(held)
     if set(calib) & set(held):
         raise UserError("--calib-seeds and --held-out-seeds overlap: held-out seeds must be new")
-    out = Path(args.out or REPO / "results" / f"plan_{cfg.name}")
+    out = output_prefix(args.out) if args.out is not None else REPO / "results" / f"plan_{cfg.name}"
     report, record = Path(f"{out}.md"), Path(f"{out}.json")
     ours = json_record("baseline", "candidates", "recommended")
     claim_outputs({"--out (.md)": (report, lambda p: text_record("### Planner:")(p) and ours(record)),
-                   "--out (.json)": (record, ours), "--out (.png)": (Path(f"{out}.png"), lambda p: ours(record)),
+                   "--out (.json)": (record, ours),
+                   "--out (.png)": (Path(f"{out}.png"), lambda p: is_png(p) and ours(record)),
                    "--out (_schedule.json)": (Path(f"{out}_schedule.json"),
                                               json_record("cache_full_steps", "calibration"))},
                   {"--config": args.config if Path(args.config).is_file() else None, "--ckpt": args.ckpt,

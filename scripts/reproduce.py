@@ -13,6 +13,7 @@ command on the packed npz.
 """
 
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deepcache_ref.errors import UserError
+from deepcache_ref.families import checkpoint_file, load_config
 from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
 from deepcache_ref.runs.files import claim_outputs, text_record, write_text
 
@@ -82,7 +84,7 @@ def reference(args, config):
 
 
 def check_inputs(table, args):
-    """What the steps read after hours of sampling, checked before the first one starts."""
+    """What the steps read, and after hours of sampling, checked before the first one starts."""
     if table == "ddpm":
         for config in PAPER[table]:
             ref = REPO / reference(args, config)  # the steps run in the checkout (an absolute path stays as it is)
@@ -100,6 +102,8 @@ def check_inputs(table, args):
             if not (REPO / path).is_file():
                 raise UserError(f"{REPO / path} is missing: the ADM evaluation step needs it after 50k samples "
                                 "(openai/guided-diffusion's evaluations/; see README), or use --dry-run")
+    for config in PAPER[table]:
+        checkpoint_file(load_config(config))  # exists, md5 as its config says (the error names download.py)
 
 
 def read_json(path, key):
@@ -109,13 +113,32 @@ def read_json(path, key):
         raise UserError(f"{path}: not a {key} record of this project ({e}); move it away or rerun its step") from None
 
 
+def number(value, path, what):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{path}: {what} is {value!r}, not a number; move the file away or rerun its step")
+    return value
+
+
 def read_fid(folder):
     if (folder / "fid.json").exists():
-        return read_json(folder / "fid.json", "fid")
+        return number(read_json(folder / "fid.json", "fid"), folder / "fid.json", "fid")
     if (folder / "adm_eval.txt").exists():
-        found = re.search(r"FID:\s*([0-9.]+)", (folder / "adm_eval.txt").read_text())
+        text = (folder / "adm_eval.txt").read_text(errors="replace")
+        found = re.search(r"FID:\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)(?![0-9.])", text)
         return float(found.group(1)) if found else None
     return None
+
+
+def read_speedups(path):
+    """{N: measured speedup} of DeepCache's rows in a benchmark record."""
+    rows = read_json(path, "rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path}: rows is not a list of benchmark rows; move the file away or rerun its step")
+    try:
+        return {number(r["N"], path, "N"): number(r["speedup"], path, "speedup") for r in rows
+                if r.get("method") == "DeepCache"}
+    except KeyError as e:
+        raise UserError(f"{path}: a DeepCache row has no {e}; move the file away or rerun its step") from None
 
 
 def collect(table, outdir):
@@ -125,7 +148,7 @@ def collect(table, outdir):
         bench = out / f"{config}-benchmark.json"
         speed = {}
         if bench.exists():
-            speed = {r["N"]: r["speedup"] for r in read_json(bench, "rows") if r["method"] == "DeepCache"}
+            speed = read_speedups(bench)
         speed[1] = 1.0
         for n, (fid_paper, speed_paper) in rows.items():
             fid = read_fid(out / f"{config}-N{n}")
@@ -158,7 +181,7 @@ def main(argv=None):
         raise UserError("--outdir is empty: name a folder (or leave --outdir out for the default)")
     if not args.dry_run:
         outdir = REPO / args.outdir  # relative to the checkout, where the steps run
-        claim_outputs({"table": (outdir / f"table_{args.table}.md", text_record(TABLE_HEAD))},
+        claim_outputs({"--outdir (table)": (outdir / f"table_{args.table}.md", text_record(TABLE_HEAD))},
                       {f"--ref {c}": REPO / r for c, r in refs.items()})
         if not args.collect:
             check_inputs(args.table, args)

@@ -10,11 +10,13 @@ a sixth entry with the data order and random states (for an exact resume), `ema.
 weights as a plain state dict (what the package ships for `digits`), and `train_settings.json`.
 A run is deterministic for a given seed, resumption included, and its files are byte-reproducible.
 
-A folder is one training: the first run records its settings (model, diffusion, training; the
-length and save interval aside), and a later run continues only with equal settings, or is refused
-naming the first difference; a folder with `ema.ckpt` but no `ckpt.pth` is refused; a rerun of a
-finished training rewrites nothing; `ema.ckpt` left stale by a kill between the two writes is
-repaired from `ckpt.pth`; SIGTERM / SIGUSR1 save at the next step and exit with status 3.
+A folder is one training: its settings (model, diffusion, training; the length and save interval
+aside) are recorded with its first checkpoint, and a later run continues only with equal settings,
+or is refused naming the first difference; a folder with `ema.ckpt` but no `ckpt.pth`, or
+`ckpt.pth` but no record, is refused; a rerun of a finished training rewrites nothing; a kill at
+any write is repaired by the rerun (a stale `ema.ckpt` from `ckpt.pth`); the training data is
+checked (finite, within 0..data_max) and a loss that is no longer finite stops the run (exit 2)
+before it is saved; SIGTERM / SIGUSR1 save at the next step and exit with status 3.
 """
 
 import copy
@@ -24,6 +26,7 @@ import math
 import signal
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +40,7 @@ from deepcache_ref.core.checkpoint import check_file, safe_load
 from deepcache_ref.errors import CheckpointError, UserError
 from deepcache_ref.families import family_of
 from deepcache_ref.runs.cli import EXIT_STOPPED, ArgumentParser, positive_int, run
-from deepcache_ref.runs.files import check_outdir, create_exclusive, remove_stale_temps, write_bytes, write_json
+from deepcache_ref.runs.files import check_outdir, remove_stale_temps, write_bytes, write_json
 from deepcache_ref.runs.record import first_difference, read_settings
 from deepcache_ref.runs.versions import device_name, versions
 
@@ -53,13 +56,17 @@ def load_images(cfg):
     try:
         with np.load(path) as f:
             images = f["images"]
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, zipfile.BadZipFile) as e:
         raise UserError(f"training.data: {path} is not an npz with an `images` array ({e})") from None
+    if not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise UserError(f"training.data: {path} holds {images.dtype} images; expected real numbers (uint8)")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[1:] != (m.resolution, m.resolution, m.in_channels) or len(images) < 2:
         raise UserError(f"training.data: {path} holds images {list(images.shape)}; the model needs "
                         f"[N >= 2, {m.resolution}, {m.resolution}, {m.in_channels}]")
+    if not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= t.data_max):
+        raise UserError(f"training.data: {path} holds values outside 0..training.data_max={t.data_max:g} (or NaN)")
     x = torch.from_numpy(images.astype(np.float32)).permute(0, 3, 1, 2)
     return x / t.data_max * 2 - 1
 
@@ -68,7 +75,8 @@ def check_training(t, total):
     for key, ok in [("batch_size", t.batch_size >= 1), ("lr", math.isfinite(t.lr) and t.lr > 0),
                     ("warmup", t.warmup >= 0), ("grad_clip", math.isfinite(t.grad_clip) and t.grad_clip > 0),
                     ("ema_rate", 0 <= t.ema_rate < 1), ("save_every", t.save_every >= 1),
-                    ("data_max", math.isfinite(t.data_max) and t.data_max > 0), ("num_steps", total >= 1)]:
+                    ("data_max", math.isfinite(t.data_max) and t.data_max > 0), ("num_steps", total >= 1),
+                    ("seed", 0 <= t.seed < 2 ** 63)]:
         if not ok:
             raise UserError(f"training.{key}={getattr(t, key, total)} is out of range")
 
@@ -133,6 +141,8 @@ def main(argv=None):
     if not ckpt.exists() and (workdir / "ema.ckpt").exists():  # (a settings record alone: killed before a save)
         raise UserError(f"{workdir} holds ema.ckpt but no ckpt.pth: it is not a training folder this script can "
                         "continue; move it away or give another --workdir")
+    if not ckpt.exists():
+        recorded = None  # a record without a checkpoint (stopped before its first save): nothing to continue
     if recorded is not None:
         diff = first_difference(recorded, settings)
         if diff:
@@ -145,6 +155,9 @@ def main(argv=None):
         if not (isinstance(state, list) and len(state) == 6 and isinstance(state[5], dict)):
             raise CheckpointError(f"{ckpt} is not a checkpoint of this script (expected its 6-entry list): move it "
                                   "away or give another --workdir")
+        if recorded is None:
+            raise UserError(f"{workdir} holds ckpt.pth but no {SETTINGS}: the settings it was trained with are "
+                            "unknown, so it cannot be continued safely; move it away or give another --workdir")
 
     torch.manual_seed(t.seed)
     model = ddpm.build_unet(cfg.model).train()
@@ -175,10 +188,7 @@ def main(argv=None):
             return 0
         print(f"resumed from {ckpt} at step {step}", file=sys.stderr)
 
-    workdir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(workdir)  # of a killed run
-    if recorded is None:
-        create_exclusive(workdir / SETTINGS, json.dumps({"settings": settings}, indent=2) + "\n")
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # save at the next step and stop, resumable
         signal.signal(sig, lambda signum, frame: STOP.append(signum))
     alphas_cumprod = ddpm.alphas_cumprod(cfg.diffusion)
@@ -212,9 +222,15 @@ def main(argv=None):
                 e.lerp_(m, 1 - t.ema_rate)
         step += 1
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            bar.close()
+            raise UserError(f"the loss is {losses[-1]} at step {step}: training diverged (lower training.lr, or check "
+                            "training.data); nothing was saved after the last checkpoint")
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-100:]):.3f}")
         if step % t.save_every == 0 or step == total or STOP:
+            if recorded is None:  # the folder's record, written with its first checkpoint
+                recorded = write_json(workdir / SETTINGS, {"settings": settings})
             save(ckpt, [{f"module.{k}": v for k, v in model.state_dict().items()}, opt.state_dict(), epoch, step,
                         ema.state_dict(), {"data": rng.get_state(), "torch": torch.get_rng_state(), "order": order,
                                            "pos": pos, "losses": losses[-100:]}])

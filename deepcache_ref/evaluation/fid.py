@@ -7,6 +7,7 @@ samples, `{seed:06d}.png`, never `grid.png`, logs or npz files beside them.
 """
 
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def _load(path, *keys):
                 raise UserError(f"{path} has no {' / '.join(missing)}: it holds {f.files} (images are arr_0, "
                                 "statistics mu and sigma)")
             return [f[k] for k in keys]
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         if str(e).startswith(str(path)):
             raise
         raise UserError(f"{path} is not a readable npz of arrays ({str(e).strip().splitlines()[0]})") from None
@@ -148,9 +149,17 @@ def image_batches(path, batch_size):
 def read_statistics(path, dims):
     """(mu, sigma) of a statistics npz, checked against the feature dimension."""
     mu, sigma = _load(path, "mu", "sigma")
-    if mu.shape != (dims,) or sigma.shape != (dims, dims) or not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise UserError(f"{path}: statistics of shape mu {list(mu.shape)}, sigma {list(sigma.shape)}; expected finite "
+    if mu.shape != (dims,) or sigma.shape != (dims, dims):
+        raise UserError(f"{path}: statistics of shape mu {list(mu.shape)}, sigma {list(sigma.shape)}; expected "
                         f"[{dims}] and [{dims}, {dims}] (--dims {dims})")
+    if not all(np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer) for a in (mu, sigma)):
+        raise UserError(f"{path}: statistics of dtype mu {mu.dtype}, sigma {sigma.dtype}; expected real numbers")
+    mu, sigma = mu.astype(np.float64), sigma.astype(np.float64)
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise UserError(f"{path}: the statistics hold NaN or infinite values")
+    scale = max(float(np.abs(sigma).max()), 1e-12)
+    if not np.allclose(sigma, sigma.T, rtol=1e-5, atol=1e-8 * scale) or np.linalg.eigvalsh(sigma).min() < -1e-6 * scale:
+        raise UserError(f"{path}: sigma is not a covariance matrix (symmetric, positive semi-definite)")
     return mu, sigma
 
 
@@ -161,7 +170,7 @@ def is_statistics(path):
     try:
         with _npz(path) as f:
             return {"mu", "sigma"} <= set(f.files)
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable npz file ({str(e).strip().splitlines()[0]})") from None
 
 

@@ -35,29 +35,43 @@ def run(main, argv=None):
     except (UserError, OSError) as e:
         print(f"error: {message(e)}", file=sys.stderr)
         return EXIT_ERROR
+    except (MemoryError, RuntimeError) as e:
+        if not out_of_memory(e):
+            raise
+        print(f"error: out of memory ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}): "
+              "lower --batch-size (or the sizes you asked for); nothing more was written", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
 
 
-def positive_int(text):
+def out_of_memory(e):
+    """Whether an exception is the host or the GPU running out of memory (not a bug)."""
+    oom = getattr(torch, "OutOfMemoryError", None) if (torch := sys.modules.get("torch")) else None
+    return isinstance(e, MemoryError) or (oom is not None and isinstance(e, oom)) or \
+        (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
+
+
+def positive_int(text, most=None):
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    if value < 1 or most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1{f' and <= {most:,}' if most else ''}, got {value}")
     return value
 
 
-def positive_float(text):
-    """A finite number > 0 (a time, a scale)."""
+def positive_float(text, most=math.inf):
+    """A finite number > 0 (a time, a scale), at most `most`."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= most):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0{f' and <= {most:g}' if most < math.inf else ''}, "
+                                         f"got {text!r}")
     return value
 
 

@@ -12,6 +12,7 @@ final name. One process at a time downloads a file (a lock on its `.part`). Only
 `scripts/download.py` calls this: sampling and FID never download anything.
 """
 
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -20,6 +21,7 @@ import os
 import re
 import struct
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +56,19 @@ class Remote:
         return bool(self.md5 or self.sha256_prefix)
 
 
+def check_url(url):
+    """UserError unless `url` is an http(s) address urllib can request (ASCII, a host, a numeric port)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number)
+        url.encode("ascii")
+        (parts.hostname or "").encode("idna")
+    except (ValueError, UnicodeError) as e:
+        raise UserError(f"--url {url!r} is not a valid address ({e}); percent-encode other characters") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"--url {url!r} is not an http:// or https:// address")
+
+
 def _repo_files(repo, folder, url=None):
     base = (url.rstrip("/") + "/{file}") if url else HUB.replace("{repo}", repo)
     files = [Remote.one(base.format(file=f), folder / f) for f in ("config.json", "scheduler_config.json")]
@@ -64,8 +79,8 @@ def _repo_files(repo, folder, url=None):
 def remotes(name, root=None, url=None):
     """The files of one NAME (a config, `inception`, or a diffusers repo), with `url` as their source."""
     root = Path(root) if root is not None else checkpoint_root()
-    if url is not None and not url.startswith(("http://", "https://")):
-        raise UserError(f"--url {url!r} is not an http:// or https:// address")
+    if url is not None:
+        check_url(url)
     if name == "inception":
         return [Remote.one(url or INCEPTION_URL, root / INCEPTION_NAME, sha256_prefix=INCEPTION_NAME.split("-")[-1][:8])]
     if name in DIFFUSERS_REPOS:
@@ -100,7 +115,7 @@ def _safetensors_problem(path):
             return f"its header claims {n:,} bytes, the file has {size:,}"
         try:
             header = json.loads(f.read(n))
-        except ValueError:
+        except (ValueError, RecursionError):
             return "its header is not JSON"
     if not isinstance(header, dict):
         return "its header is not a JSON object"
@@ -120,10 +135,12 @@ def _safetensors_problem(path):
         if not (ints and 0 <= begin <= end) or end - begin != count * itemsize:
             return f"tensor {key!r}: offsets {begin}..{end} do not hold {count} x {info['dtype']}"
         spans.append((begin, end))
+    if not spans:
+        return "it holds no tensors"
     spans.sort()
     if any(a[1] != b[0] for a, b in zip(spans, spans[1:])) or (spans and spans[0][0] != 0):
         return "its tensors overlap or leave gaps"
-    data = spans[-1][1] if spans else 0
+    data = spans[-1][1]
     if 8 + n + data != size:
         return f"its tensors need {8 + n + data:,} bytes, the file has {size:,}"
     return None
@@ -135,8 +152,8 @@ def content_problem(path, name=None):
     if suffix == ".json":
         try:
             data = json.loads(Path(path).read_bytes())
-        except ValueError as e:
-            return f"not JSON ({e})"
+        except (ValueError, RecursionError) as e:
+            return f"not JSON ({str(e).splitlines()[0] if str(e) else 'nested too deeply'})"
         return None if isinstance(data, dict) else "not a JSON object"
     if suffix == ".safetensors":
         return _safetensors_problem(path)
@@ -188,7 +205,8 @@ def fetch(remote, progress=True, chunk=1 << 20, timeout=TIMEOUT):
             _remove_empty(created)
             if e.code == 404 and i + 1 < len(remote.sources):
                 continue  # e.g. an older upload without safetensors: its .bin
-            raise UserError(f"{url}: HTTP {e.code} {e.reason}") from None
+            reason = str(e.reason).strip().splitlines()[0] if str(e.reason).strip() else ""
+            raise UserError(f"{url}: HTTP {e.code} {reason}".rstrip()) from None
         except urllib.error.URLError as e:
             _remove_empty(created)
             raise UserError(f"{url}: cannot connect ({e.reason}); check the network or give --url") from None
@@ -225,12 +243,24 @@ class _Transfer:
 
     def run(self, progress, chunk):
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(f"{self.part} is a symbolic link: remove it (a download never writes through one)")
+            raise
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise UserError(f"another process is downloading {self.dest}: wait for it to finish") from None
+            try:  # locked: still the `.part` at its path (not one another process has just made final)?
+                current = os.stat(self.part, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+                raise UserError(f"another process has just downloaded {self.dest}: rerun to check it")
             with os.fdopen(os.dup(fd), "r+b") as f:
                 try:
                     total = self._download(f, progress, chunk)

@@ -214,6 +214,17 @@ def text_record(first):
     return ours
 
 
+def output_prefix(text, flag="--out"):
+    """The prefix of a script's output files (`<prefix>.json`, ...): a file name, not a folder."""
+    if not text.strip():
+        raise UserError(f"{flag} is empty: name an output prefix such as results/run (or leave {flag} out)")
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.name in ("", ".", "..") or path.is_dir():
+        raise UserError(f"{flag} {text} is a folder: give a prefix of file names inside it, e.g. "
+                        f"{Path(text) / 'run'}")
+    return path
+
+
 def claim_outputs(outputs, inputs=()):
     """Before any work, UserError unless every output may be written: `outputs` maps a flag to
     (path, ours), `ours(path)` telling whether an existing file is one this script writes (then it is

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -212,3 +213,21 @@ def test_every_name_has_a_source_and_a_check():
     assert remotes("inception")[0].sha256_prefix == "6726825d"
     with pytest.raises(ValueError, match="no direct download"):
         remotes("celeba")
+
+
+def test_a_part_made_final_by_another_process_while_waiting_for_its_lock_is_not_rewritten(tmp_path, server,
+                                                                                           monkeypatch):
+    import deepcache_ref.runs.download as download
+
+    r = remote(server, tmp_path)
+    (tmp_path / "model.ckpt.part").write_bytes(DATA)
+    real_flock = download.fcntl.flock
+
+    def other_process_finishes_first(fd, op):  # it renames the part to its final name, then releases the lock
+        os.replace(tmp_path / "model.ckpt.part", tmp_path / "model.ckpt")
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(download.fcntl, "flock", other_process_finishes_first)
+    with pytest.raises(ValueError, match="another process has just downloaded"):
+        fetch(r, progress=False)
+    assert (tmp_path / "model.ckpt").read_bytes() == DATA and server.requests == []

@@ -316,6 +316,19 @@ def settings_file(text):
     return build
 
 
+def save_npz(ctx, name, **arrays):
+    np.savez(p := ctx["tmp"] / name, **arrays)
+    return p
+
+
+def trained_without_record(ctx):
+    """A finished training folder whose settings record was deleted."""
+    with torch.enable_grad():
+        assert script_main("train")([fill(a, ctx) for a in BASE["train"]]) == 0
+    (ctx["out"] / "train_settings.json").unlink()
+    return {}
+
+
 def other_run_settings(ctx):
     """The folder of a finished run with other settings (2 sampler steps, here 3)."""
     argv = [fill(a, ctx) for a in BASE["sample"] + ["--seeds", "0", "--steps", "3"]]
@@ -378,6 +391,9 @@ def served(files=None, quirks=None, have=None):
             (p := ctx["out"] / REPO_NAME / name).parent.mkdir(parents=True, exist_ok=True)
             if data is None:
                 p.mkdir()
+            elif data == "symlink":  # to a file of the user's, outside the download folder
+                (target := ctx["tmp"] / "user_notes.txt").write_bytes(KEEP)
+                p.symlink_to(target)
             else:
                 p.write_bytes(data)
         return {"url": srv.url + prefix, **extra}
@@ -572,6 +588,11 @@ CASES = [
          build=foreign_files("bench.md")),
     case("out-is-the-ckpt", "benchmark", ["--ckpt", "{ckpt}"], "is also --ckpt", build=ckpt_named("bench.json")),
     case("out-json-is-a-folder", "benchmark", [], "{out}/bench.json is a folder", build=out_folder("bench.json")),
+    case("out-root", "benchmark", ["--out", "/"], "--out / is a folder"),
+    case("out-dot-dot", "benchmark", ["--out", ".."], "--out .. is a folder"),
+    case("out-md-of-the-user-beside-a-record", "benchmark", [], "{out}/bench.md exists and is not a file this script",
+         build=lambda ctx: {"_": [(ctx["out"] / "bench.json").write_text('{"device": "cpu", "args": {}, "rows": []}'),
+                                  (ctx["out"] / "bench.md").write_bytes(KEEP)]}),
     case("variants-abc", "benchmark", ["--variants", "abc"], "'abc'"),
     case("repeats-0", "benchmark", ["--repeats", "0"], "--repeats"),
     # plan.py
@@ -612,6 +633,14 @@ CASES = [
     case("out-is-fd-real", "plan", ["--fd-real", "{out}/plan.json"], "is also --fd-real",
          build=foreign_files("plan.json")),
     case("out-under-file", "plan", ["--out", "{out}/plain.txt/plan"], "plain.txt is a file", build=out_under_file),
+    case("calib-seeds-huge", "plan", ["--calib-seeds", "0-99999999999"], "--calib-seeds gives 100,000,000,000 seeds"),
+    case("held-out-seeds-huge", "plan", ["--held-out-seeds", "20-999999"], "--held-out-seeds gives"),
+    case("fd-samples-huge", "plan", ["--fd-samples", "100000000000"], "--fd-samples"),
+    case("out-trailing-slash", "plan", ["--out", "{out}/"], "is a folder: give a prefix"),
+    case("out-an-existing-folder", "plan", ["--out", "{out}"], "is a folder: give a prefix"),
+    case("out-png-of-the-user-beside-a-record", "plan", [], "{out}/plan.png exists and is not a file this script",
+         build=lambda ctx: {"_": [(ctx["out"] / "plan.json").write_text(
+             '{"baseline": {}, "candidates": [], "recommended": null}'), (ctx["out"] / "plan.png").write_bytes(KEEP)]}),
     case("out-md-is-a-folder", "plan", [], "{out}/plan.md is a folder", build=out_folder("plan.md")),
     # reproduce.py
     case("gpus-0", "reproduce", ["ddpm", "--gpus", "0"], "--gpus"),
@@ -627,6 +656,17 @@ CASES = [
          build=float_npz),
     case("default-refs-absent", "reproduce", ["ddpm"], "fid_stats/cifar10.npz: not the pytorch-fid statistics",
          marks=pytest.mark.skipif((REPO / "checkpoints/fid_stats/cifar10.npz").exists(), reason="statistics present")),
+    case("checkpoints-absent", "reproduce", ["ddpm", "--ref", "cifar10={stats}", "--ref", "lsun_bedroom={stats}",
+                                             "--ref", "lsun_church={stats}"], "checkpoint not found", build=npz_stats,
+         marks=pytest.mark.skipif((REPO / "checkpoints/diffusion_models_converted").exists(), reason="weights present")),
+    case("collect-fid-not-a-number", "reproduce", ["ddpm", "--collect"], "fid.json: fid is 'abc', not a number",
+         build=lambda ctx: {**foreign_files("cifar10-N2/fid.json")(ctx),
+                            "_": (ctx["out"] / "cifar10-N2/fid.json").write_text('{"fid": "abc"}')}),
+    case("collect-benchmark-rows-malformed", "reproduce", ["ddpm", "--collect"], "rows is not a list",
+         build=lambda ctx: {"_": (ctx["out"] / "cifar10-benchmark.json").write_text('{"rows": "abc"}')}),
+    case("collect-benchmark-row-without-speedup", "reproduce", ["ddpm", "--collect"], "a DeepCache row has no",
+         build=lambda ctx: {"_": (ctx["out"] / "cifar10-benchmark.json").write_text(
+             '{"rows": [{"method": "DeepCache", "N": 2}]}')}),
     case("adm-evaluator-absent", "reproduce", ["ldm"], "evaluator.py is missing",
          marks=pytest.mark.skipif((REPO / "guided-diffusion").exists(), reason="a guided-diffusion checkout is present")),
     case("collect-over-a-foreign-table", "reproduce", ["ddpm", "--collect"], "table_ddpm.md exists and is not a file",
@@ -649,6 +689,7 @@ CASES = [
     case("out-is-the-config", "check_fast_paths", ["--out", "{cfg}"], "is also --config"),
     case("out-under-file", "check_fast_paths", ["--out", "{out}/plain.txt/fast.json"], "plain.txt is a file",
          build=out_under_file),
+    case("out-empty", "check_fast_paths", ["--out", ""], "--out is empty"),
     case("out-is-a-folder", "check_fast_paths", [], "{out}/fast.json is a folder", build=out_folder("fast.json")),
     # train.py: more values
     case("steps-abc", "train", ["--steps", "abc"], "--steps"),
@@ -661,6 +702,17 @@ CASES = [
     case("data-max-nan", "train", ["training.data_max=nan"], "training.data_max=nan"),
     case("workdir-empty", "train", ["--workdir", ""], "--workdir is empty"),
     case("config-unknown", "train", ["--config", "cifar100"], "config 'cifar100' not found"),
+    case("data-nan", "train", ["training.data={bad}"], "holds values outside 0..training.data_max",
+         build=lambda ctx: {"bad": save_npz(ctx, "nan.npz", images=np.full((4, 8, 8), np.nan, np.float32))}),
+    case("data-above-data-max", "train", ["training.data={bad}"], "holds values outside 0..training.data_max",
+         build=lambda ctx: {"bad": save_npz(ctx, "big.npz", images=np.full((4, 8, 8), 255, np.uint8))}),
+    case("data-strings", "train", ["training.data={bad}"], "holds <U1 images",
+         build=lambda ctx: {"bad": save_npz(ctx, "str.npz", images=np.full((4, 8, 8), "a"))}),
+    case("data-npy", "train", ["training.data={bad}"], "is not an npz with an `images` array", build=npy_named_npz),
+    case("seed-2^64", "train", ["training.seed=18446744073709551616"], "training.seed"),
+    case("lr-diverges", "train", ["training.lr=1e30", "training.warmup=0"], "training diverged"),
+    case("ckpt-without-settings-record", "train", [], "holds ckpt.pth but no train_settings.json",
+         build=trained_without_record),
     case("shipped-weights-folder", "train", ["--workdir", str(DIGITS_EMA.parent)], "holds ema.ckpt but no ckpt.pth"),
     # fid.py: outputs
     case("save-stats-is-samples", "fid", ["{stats}", "--save-stats", "{stats}"], "is also SAMPLES", build=npz_stats),
@@ -672,6 +724,14 @@ CASES = [
     case("out-foreign", "fid", ["{stats}", "{stats}"], "{out}/fid.json exists and is not a file this script writes",
          build=lambda ctx: {**npz_stats(ctx), **foreign_files("fid.json")(ctx)}),
     case("dims-abc", "fid", ["{tmp}", "{tmp}", "--dims", "abc"], "--dims"),
+    case("stats-of-strings", "fid", ["{bad}", "{bad}"], "{bad}: statistics of dtype",
+         build=lambda ctx: {"bad": save_npz(ctx, "strmu.npz", mu=np.full(64, "a"), sigma=np.eye(64))}),
+    case("stats-not-a-covariance", "fid", ["{bad}", "{bad}"], "{bad}: sigma is not a covariance matrix",
+         build=lambda ctx: {"bad": save_npz(ctx, "negdef.npz", mu=np.zeros(64), sigma=-np.eye(64))}),
+    case("npz-zip-signature-then-garbage", "fid", ["{bad}", "{bad}"], "{bad}",
+         build=lambda ctx: {"bad": (p := ctx["tmp"] / "pk.npz", p.write_bytes(b"PK\x03\x04garbage"))[0]}),
+    case("save-stats-not-npz", "fid", ["{stats}", "--save-stats", "{out}/x.png"], "give a name ending in .npz",
+         build=npz_stats),
     case("reference-stats-checked-before-the-images", "fid", ["{samples}", "{bad}", "--inception-weights", "{tmp}/no.pth"],
          "{bad}: statistics of shape mu [10]", build=lambda ctx: {**good_samples(ctx), **small_stats(ctx)}),
     # sample.py: config lookup
@@ -789,6 +849,17 @@ CASES = [
          build=served(CONFIGS_OK, have={"config.json": b"junk"})),
     case("target-is-a-folder", "download", [REPO_NAME, "--url", "{url}"], "is a folder where the download must go",
          build=served(CONFIGS_OK, have={"config.json": None})),
+    case("timeout-1e300", "download", ["inception", "--timeout", "1e300"], "--timeout"),
+    case("url-broken-ipv6", "download", ["inception", "--url", "http://[::1/x.pth"], "is not a valid address"),
+    case("url-non-ascii", "download", ["inception", "--url", "http://127.0.0.1:9/\u00e9.pth"], "percent-encode"),
+    case("url-empty-label", "download", ["inception", "--url", "http://a..b/x.pth"], "is not a valid address"),
+    case("url-port-abc", "download", ["inception", "--url", "http://127.0.0.1:abc/x.pth"], "is not a valid address"),
+    case("json-nested-too-deeply", "download", [REPO_NAME, "--url", "{url}"], "not JSON",
+         build=served({"config.json": b"[" * 200000 + b"]" * 200000})),
+    case("safetensors-without-tensors", "download", [REPO_NAME, "--url", "{url}"], "it holds no tensors",
+         build=served({"diffusion_pytorch_model.safetensors": safetensors_bytes({}, data=b"")}, have=CONFIGS_OK)),
+    case("part-is-a-symlink-to-a-user-file", "download", [REPO_NAME, "--url", "{url}"], "is a symbolic link",
+         build=served(CONFIGS_OK, have={"config.json.part": "symlink"})),
     case("inception-wrong-bytes", "download", ["inception", "--url", "{url}/inc.pth"], "sha256",
          build=served({"inc.pth": b"not the inception weights"})),
 ]
@@ -812,7 +883,8 @@ def invoke(script, argv, capsys):
     capsys.readouterr()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
-        code = deepcache_ref.runs.cli.run(main, argv)
+        with torch.enable_grad():  # as a script runs (conftest switches autograd off for the tests)
+            code = deepcache_ref.runs.cli.run(main, argv)
     except SystemExit as e:
         code = e.code
     except Exception:
