@@ -48,7 +48,8 @@ def run(main, argv=None):
 
 def out_of_memory(e):
     """Whether an exception is the host or the GPU running out of memory (not a bug)."""
-    oom = getattr(torch, "OutOfMemoryError", None) if (torch := sys.modules.get("torch")) else None
+    torch = sys.modules.get("torch")
+    oom = (getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError) if torch else None
     return isinstance(e, MemoryError) or (oom is not None and isinstance(e, oom)) or \
         (isinstance(e, RuntimeError) and "can't allocate memory" in str(e))
 
