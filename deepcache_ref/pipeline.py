@@ -9,6 +9,7 @@ import torch
 from .errors import UserError
 from .families import family_of
 from .fast import FastPath
+from .core.values import as_ints
 from .samplers import SAMPLERS, CacheSchedule, GraphedRun, PerImageRNG, sampler
 from .samplers.registry import all_options
 
@@ -49,6 +50,14 @@ def check_sampling(model, s, classes=None):
     _finite("sampling.cache_center", s.cache_center)
     _finite("sampling.scale (guidance)", getattr(s, "scale", None))
     timesteps = model.timesteps(s.steps, s.skip_type)
+    if timesteps[-1] >= model.num_train_timesteps:
+        raise UserError(f"sampling.steps={s.steps} with skip_type {s.skip_type} visits timestep {timesteps[-1]}, "
+                        f"beyond the model's 0..{model.num_train_timesteps - 1} (its timesteps are offset by "
+                        f"{model.timestep_offset}): choose steps that divide {model.num_train_timesteps}, or another "
+                        "skip_type")
+    if spec.distinct_timesteps and len(set(timesteps)) < len(timesteps):
+        raise UserError(f"{s.sampler} needs distinct timesteps; sampling.steps={s.steps} with skip_type "
+                        f"{s.skip_type} repeats some: use skip_type uniform or linspace, or fewer steps")
     cache = cache_schedule(s)
     cache.validate(len(timesteps), model.unet.num_branches)
     if not 0 <= s.cache_branch < model.unet.num_branches:  # also without caching: it is part of the settings
@@ -112,6 +121,8 @@ class Pipeline:
         (latents for LDM). `cache` overrides the section's schedule; `wrap(denoiser)` replaces the
         denoiser the sampler calls (e.g. to time it; not with a whole-run CUDA graph)."""
         s = sampling
+        classes = as_ints(classes, "classes") if classes is not None else None
+        check_sampling(self.model, s, classes)  # every value, before any work
         rng = PerImageRNG(seeds, self.device)
         x_T = rng.randn((len(seeds), *self.model.sample_shape))
         if self.fast.channels_last:

@@ -15,8 +15,15 @@ import torch
 from ..errors import UserError
 
 
+def _scalar(value, name):
+    if isinstance(value, torch.Tensor) and value.device.type == "meta":
+        raise UserError(f"{name} is a tensor on the meta device (shapes only): give its value")
+    return value
+
+
 def as_int(value, name):
     """`value` as a Python int; UserError for bools, floats and anything else."""
+    value = _scalar(value, name)
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
             and value.dtype != torch.bool and not value.is_complex():
         value = value.item()
@@ -27,8 +34,9 @@ def as_int(value, name):
 
 def as_ints(values, name):
     """A list of Python ints from a list, tuple, range, numpy array or integer tensor."""
+    values = _scalar(values, name)
     if isinstance(values, torch.Tensor):
-        if values.is_floating_point() or values.dtype == torch.bool or values.ndim > 1:
+        if values.is_floating_point() or values.dtype == torch.bool or values.ndim != 1:
             raise UserError(f"{name} must be integers, got a {values.dtype} tensor of shape {list(values.shape)}")
         return [int(v) for v in values.tolist()]
     try:
@@ -40,11 +48,15 @@ def as_ints(values, name):
 
 def as_number(value, name):
     """`value` as a finite Python float (ints, floats, numpy scalars, one-element tensors)."""
+    value = _scalar(value, name)
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool and not value.is_complex():
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise UserError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise UserError(f"{name} must be a finite number, got an integer of {len(str(value))} digits") from None
     if not math.isfinite(value):
         raise UserError(f"{name} must be a finite number, got {value}")
     return value
@@ -52,7 +64,7 @@ def as_number(value, name):
 
 def parameters_of(unet):
     """(device, dtype) of a U-Net's first parameter (through a contract wrapper's `.module`), or Nones."""
-    for obj in (unet, getattr(unet, "module", None), getattr(unet, "unet", None)):
+    for obj in _inner(unet):
         if isinstance(obj, torch.nn.Module):
             p = next(obj.parameters(), None)
             if p is not None:
@@ -78,7 +90,11 @@ def check_sample_input(unet, x_T, model_kwargs=None):
     channels = _in_channels(unet)
     if channels is not None and x_T.shape[1] != channels:
         raise UserError(f"x_T has {x_T.shape[1]} channels, the U-Net takes {channels}")
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise UserError(f"model_kwargs must be a dict of keyword arguments, got {type(model_kwargs).__name__}")
     for key, value in (model_kwargs or {}).items():
+        if key in ("y", "class_labels") and value is not None:
+            _check_labels(unet, key, value, x_T)
         if not isinstance(value, torch.Tensor):
             continue
         if value.device != x_T.device:
@@ -91,8 +107,29 @@ def check_sample_input(unet, x_T, model_kwargs=None):
                             f"got {value.dtype}")
 
 
+def _inner(unet):
+    """The objects a U-Net argument may wrap: itself, a contract wrapper's module, a guidance wrapper's U-Net."""
+    inner = getattr(unet, "unet", None)
+    return [o for o in (unet, getattr(unet, "module", None), inner, getattr(inner, "module", None)) if o is not None]
+
+
+def _check_labels(unet, key, value, x_T):
+    if not isinstance(value, torch.Tensor) or value.ndim != 1 or value.is_floating_point() \
+            or value.dtype not in (torch.int64, torch.int32):
+        what = f"a {value.dtype} tensor of shape {list(value.shape)}" if isinstance(value, torch.Tensor) \
+            else type(value).__name__
+        raise UserError(f"model_kwargs[{key!r}] holds class labels: it must be an int64 tensor [B], got {what}")
+    if value.device.type == "meta" or value.device != x_T.device:
+        return  # the device check names it
+    classes = next((n for o in _inner(unet) for n in (getattr(o, "num_classes", None),
+                                                      getattr(getattr(o, "config", None), "num_class_embeds", None))
+                    if isinstance(n, int) and not isinstance(n, bool)), None)
+    if classes is not None and len(value) and not (0 <= int(value.min()) and int(value.max()) < classes):
+        raise UserError(f"model_kwargs[{key!r}]: class labels must be in 0..{classes - 1}, got {value.tolist()}")
+
+
 def _in_channels(unet):
-    for obj in (unet, getattr(unet, "module", None)):
+    for obj in _inner(unet):
         if obj is None:
             continue
         for source in (getattr(obj, "config", None), obj):  # diffusers keeps it in its config

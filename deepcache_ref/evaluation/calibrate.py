@@ -180,6 +180,10 @@ def load_schedule(path, sampling):
     for option in SAMPLERS[made_for["sampler"]].options:
         kind = int if option.type is int else (int, float)
         made_for[option.key] = field(option.key, kind, f"a {option.type.__name__}")
+        try:
+            option.validate(made_for[option.key])
+        except UserError as e:
+            raise bad(str(e)) from None
     branch = field("cache_branch", int, "an integer")
     steps = field("cache_full_steps", list, "a list of step indices")
     if branch < 0:

@@ -3,6 +3,6 @@
 from .config import LDMConfig
 from .family import FAMILY
 from .model import LatentDiffusionModel, build_model, load_weights
-from .unet import UNetModel
+from .unet import UNetModel, adm_unet
 
-__all__ = ["LatentDiffusionModel", "LDMConfig", "FAMILY", "UNetModel", "build_model", "load_weights"]
+__all__ = ["LatentDiffusionModel", "LDMConfig", "FAMILY", "UNetModel", "adm_unet", "build_model", "load_weights"]

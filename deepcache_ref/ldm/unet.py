@@ -281,7 +281,7 @@ class UNetModel(DeepCacheUNet):
             raise UserError("UNetModel: set num_heads or num_head_channels")
         if use_spatial_transformer != (context_dim is not None):
             raise UserError("UNetModel: use_spatial_transformer and context_dim go together (cross-attention)")
-        self.model_channels, self.num_classes = model_channels, num_classes
+        self.in_channels, self.model_channels, self.num_classes = in_channels, model_channels, num_classes
         emb_dim = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         if num_classes is not None:

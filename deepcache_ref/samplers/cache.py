@@ -24,6 +24,7 @@ variance half of the last call is `executor.model_var` (the ancestral sampler's 
 import torch
 
 from ..core.values import check_sample_input
+from ..errors import UserError
 from .adapters import adapt_unet
 from .schedules import CacheSchedule
 
@@ -40,6 +41,10 @@ class CacheExecutor:
 
     def __init__(self, unet, policy, timesteps, x_T, model_kwargs=None):
         check_sample_input(unet, x_T, model_kwargs)
+        if policy is not None and not all(callable(getattr(policy, m, None)) for m in ("plan", "validate")) \
+                or isinstance(policy, type):
+            raise UserError(f"cache must be a CacheSchedule (or a cache policy with plan, validate and branch), got "
+                            f"{policy!r}")
         self.unet = unet = adapt_unet(unet)
         self.policy = policy if policy is not None else CacheSchedule()
         self.num_steps = len(timesteps)

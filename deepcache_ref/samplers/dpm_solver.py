@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..core.values import as_int
 from ..errors import UserError
 from .cache import CacheExecutor
-from .schedules import sampler_steps
+from .schedules import distinct_steps, sampler_steps
 
 
 def _coefficients(a_bar):
@@ -47,6 +47,7 @@ def dpm_solver_pp_sample(unet, x_T, timesteps, alphas_cumprod, *, order=2, cache
     if order not in (1, 2, 3):
         raise UserError(f"DPM-Solver++ order must be 1, 2 or 3, got {order!r}")
     steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
+    distinct_steps(steps, "DPM-Solver++")
     eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
     S = len(steps)
     x, history = x_T, []  # [(lambda_s, x0_s)], newest last

@@ -23,6 +23,11 @@ class ClassifierFreeGuidance:
             scale = as_number(scale, "guidance scale")
         except UserError:
             raise UserError(f"guidance scale must be a finite number, got {scale!r}") from None
+        if not isinstance(uncond_context, torch.Tensor) or uncond_context.ndim < 1:
+            raise UserError(f"uncond_context must be a tensor of one conditioning row (or one per image), got "
+                            f"{type(uncond_context).__name__}")
+        if not isinstance(keyword, str) or not keyword:
+            raise UserError(f"keyword must name the U-Net's conditioning argument (e.g. 'context'), got {keyword!r}")
         self.unet = adapt_unet(unet)
         self.scale = float(scale)
         self.uncond_context = uncond_context

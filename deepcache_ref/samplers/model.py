@@ -7,6 +7,7 @@ them (the pipeline, the scripts) never asks which family it holds.
 import torch
 import torch.nn as nn
 
+from ..core.values import as_number
 from ..errors import UserError
 from .schedules import make_timesteps
 
@@ -39,7 +40,7 @@ class DiffusionModel(nn.Module):
         where the family has it), and `model_kwargs` / `final_alpha_cumprod` for the sampler."""
         if labels is not None:
             raise UserError(f"{type(self).__name__} is unconditional: it takes no class labels")
-        if scale != 1.0:
+        if as_number(scale, "guidance scale") != 1.0:
             raise UserError(f"{type(self).__name__} is unconditional: no guidance scale (got {scale!r})")
         return self.unet, {"final_alpha_cumprod": self.final_alpha_cumprod}
 

@@ -26,8 +26,16 @@ class PerImageRNG:
     """
 
     def __init__(self, seeds, device="cpu"):
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise UserError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+        if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__") or \
+                isinstance(seeds, torch.Tensor) and seeds.ndim != 1:
+            raise UserError(f"seeds must be a sequence of integers (e.g. range(16)), got {seeds!r}")
         seeds = [_seed(s) for s in seeds]
+        if not seeds:
+            raise UserError("no seeds: give at least one")
         bad = [s for s in seeds if not 0 <= s <= MAX_SEED]
         if bad:
             raise UserError(f"seed {bad[0]} is out of range: seeds are integers in 0..{MAX_SEED} (2^63 - 1)")

@@ -57,6 +57,7 @@ class SamplerSpec:
     noise: Callable[[dict], bool] = lambda options: False  # whether a run with these options draws noise
     cuda_graph: bool = True        # a run that draws no noise can be recorded as one CUDA graph
     calibratable: bool = False     # one model call per step: calibrated schedules apply (calibrate.py)
+    distinct_timesteps: bool = False  # a repeated timestep is a step of length 0 it cannot take
 
     def option_values(self, sampling):
         """{key: value} of this sampler's options in a sampling section."""
@@ -85,7 +86,7 @@ SAMPLERS = {spec.name: spec for spec in (
                rule="in [0, 1] (0 = deterministic DDIM)"),)),
     SamplerSpec("plms", "PLMS", plms_sample, extra_calls=1),
     SamplerSpec("ddpm", "DDPM", ddpm_sample, model_attributes=("var_type",), noise=lambda o: True, cuda_graph=False),
-    SamplerSpec("dpm++", "DPM-Solver++", dpm_solver_pp_sample, calibratable=True, options=(
+    SamplerSpec("dpm++", "DPM-Solver++", dpm_solver_pp_sample, calibratable=True, distinct_timesteps=True, options=(
         Option("solver_order", int, 2, "order", "dpm++: multistep order", choices=(2, 3)),)),
 )}
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ..core.values import as_number
 from ..errors import UserError
 from .cache import CacheExecutor
-from .schedules import sampler_steps
+from .schedules import distinct_steps, sampler_steps
 
 
 def _check_eta(eta):
@@ -38,6 +38,8 @@ def _check_eta(eta):
 def _need_noise(noise_fn, why):
     if noise_fn is None:
         raise UserError(f"{why} needs noise: pass noise_fn, e.g. samplers.PerImageRNG(seeds).randn_like")
+    if not callable(noise_fn):
+        raise UserError(f"noise_fn must be a function x -> noise like x, got {type(noise_fn).__name__}")
 
 
 def _ddim_update(x, eps, a_t, a_prev, eta, noise_fn, clip_denoised=False):
@@ -90,7 +92,7 @@ def plms_sample(unet, x_T, timesteps, alphas_cumprod, *, eta=0.0, cache=None, fi
     otherwise a partial call on step 0's cached feature (it never refreshes the cache). Later steps
     use Adams-Bashforth on the stored eps of earlier steps. S steps cost S + 1 model calls.
     """
-    if eta != 0:
+    if _check_eta(eta) != 0:
         raise UserError("PLMS is deterministic: eta must be 0")
     steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
     eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
@@ -150,6 +152,8 @@ def ddpm_sample(unet, x_T, timesteps, alphas_cumprod, *, var_type="fixedlarge", 
         raise UserError(f"unknown var_type {var_type!r} ({' | '.join(VAR_TYPES)})")
     _need_noise(noise_fn, "ancestral sampling")
     steps = sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod)
+    if var_type == "learned_range":
+        distinct_steps(steps, "ancestral sampling with learned_range")
     eps_fn = CacheExecutor(unet, cache, [t for t, _, _ in steps], x_T, model_kwargs)
     x = x_T
     for i, (t, a_t, a_prev) in enumerate(tqdm(steps, disable=not progress)):

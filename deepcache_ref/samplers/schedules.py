@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from ..core.values import as_ints, as_number
+from ..core.values import as_int, as_ints, as_number
 from ..errors import UserError
 
 
@@ -23,6 +23,11 @@ def make_timesteps(num_steps, skip_type="uniform", num_train_timesteps=1000, off
     """
     if not _is_int(num_train_timesteps) or num_train_timesteps < 1:
         raise UserError(f"num_train_timesteps must be an integer >= 1, got {num_train_timesteps!r}")
+    offset = as_int(offset, "offset")
+    if offset < 0:
+        raise UserError(f"offset must be >= 0, got {offset}")
+    if isinstance(num_steps, torch.Tensor):
+        num_steps = as_int(num_steps, "the number of sampler steps")
     if not _is_int(num_steps) or not 1 <= num_steps <= num_train_timesteps:
         raise UserError(f"the number of sampler steps must be in 1..{num_train_timesteps}, got {num_steps!r}")
     if skip_type == "uniform":
@@ -51,26 +56,46 @@ def sampler_steps(timesteps, alphas_cumprod, final_alpha_cumprod):
     if not 0 < final_alpha_cumprod <= 1:
         raise UserError(f"final_alpha_cumprod must be in (0, 1], got {final_alpha_cumprod!r}")
     prev = [float(final_alpha_cumprod)] + [ac[t] for t in ts[:-1]]
+    if any(a_prev < ac[t] for t, a_prev in zip(ts, prev)):
+        raise UserError("alphas_cumprod must decrease as t grows, and final_alpha_cumprod be at least "
+                        f"alphas_cumprod[{ts[0]}] = {ac[ts[0]]:g} (got {final_alpha_cumprod:g}): each step removes noise")
     return [(t, ac[t], a_prev) for t, a_prev in reversed(list(zip(ts, prev)))]
 
 
+def distinct_steps(steps, sampler):
+    """UserError unless every step of `sampler_steps` moves to a smaller noise level (no repeated timestep)."""
+    repeated = [t for t, a_t, a_prev in steps if a_prev <= a_t]
+    if repeated:
+        raise UserError(f"{sampler} needs distinct timesteps; timestep {repeated[0]} repeats (skip_type quad repeats "
+                        "small timesteps at many steps): use skip_type uniform or linspace, or fewer steps")
+
+
 def alphas_cumprod_list(alphas_cumprod):
-    """alpha_bar_t as a list of Python floats, checked: one dimension, every value in (0, 1]."""
+    """alpha_bar_t as a list of Python floats, checked: one dimension, every value in (0, 1)."""
     try:
         ac = torch.as_tensor(alphas_cumprod).detach()
     except (TypeError, ValueError, RuntimeError):
         raise UserError("alphas_cumprod must be a 1-D tensor of numbers, got "
                         f"{type(alphas_cumprod).__name__}") from None
-    if ac.ndim != 1 or len(ac) == 0 or not (ac.is_floating_point() or ac.dtype == torch.float64):
+    if ac.device.type == "meta":
+        raise UserError("alphas_cumprod is on the meta device (shapes only): give its values")
+    if ac.ndim != 1 or len(ac) == 0 or not ac.is_floating_point():
         raise UserError(f"alphas_cumprod must be a 1-D floating tensor [T], got {ac.dtype} {list(ac.shape)}")
     ac = ac.double().cpu()
-    if not bool(torch.isfinite(ac).all()) or bool((ac <= 0).any()) or bool((ac > 1).any()):
-        raise UserError("alphas_cumprod must lie in (0, 1] (alpha_bar_t of the noise schedule), got values from "
-                        f"{ac.min().item():g} to {ac.max().item():g}")
+    if not bool(torch.isfinite(ac).all()) or bool((ac <= 0).any()) or bool((ac >= 1).any()):
+        raise UserError("alphas_cumprod must lie in (0, 1) (alpha_bar_t of a noise schedule; half precision rounds "
+                        f"values near 1 to 1), got values from {ac.min().item():g} to {ac.max().item():g}")
     return ac.tolist()
 
 
 KINDS = ("uniform", "nonuniform", "power", "explicit")
+
+
+def _finite(v):
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _is_int(v):
@@ -101,11 +126,18 @@ class CacheSchedule:
     explicit_steps: Optional[Tuple[int, ...]] = None  # explicit: the full steps
 
     def __post_init__(self):
+        for name in ("interval", "branch", "center"):  # a one-element integer tensor is an integer
+            if isinstance(getattr(self, name), torch.Tensor):
+                object.__setattr__(self, name, as_int(getattr(self, name), f"cache {name}"))
+        if isinstance(self.power, torch.Tensor):
+            object.__setattr__(self, "power", as_number(self.power, "cache power"))
         if self.explicit_steps is not None:
-            steps = tuple(self.explicit_steps) if isinstance(self.explicit_steps, (list, tuple)) else None
-            if steps is None or not all(_is_int(i) for i in steps):
-                raise UserError(f"explicit full steps must be a list of integers, got {self.explicit_steps!r}")
-            object.__setattr__(self, "explicit_steps", tuple(int(i) for i in steps))
+            try:
+                steps = as_ints(self.explicit_steps, "explicit full steps")
+            except UserError:
+                raise UserError(f"explicit full steps must be a list of integers, got {self.explicit_steps!r}") \
+                    from None
+            object.__setattr__(self, "explicit_steps", tuple(steps))
         self._check()
 
     def _check(self):
@@ -117,7 +149,7 @@ class CacheSchedule:
             raise UserError(f"cache branch must be an integer >= 0, got {self.branch!r}")
         if self.kind in ("nonuniform", "power"):
             if not isinstance(self.power, numbers.Real) or isinstance(self.power, bool) \
-                    or not math.isfinite(self.power) or self.power <= 0:
+                    or not _finite(self.power) or self.power <= 0:
                 raise UserError(f"a {self.kind} cache schedule needs a finite power > 0, got {self.power!r}")
         if self.kind == "nonuniform" and (self.center is None or not _is_int(self.center)):
             raise UserError(f"a nonuniform cache schedule needs an integer center step, got {self.center!r}")

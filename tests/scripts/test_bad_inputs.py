@@ -1155,10 +1155,10 @@ def ddim(**changes):
     return lambda: samplers.ddim_sample(a.pop("unet"), a.pop("x_T"), a.pop("timesteps"), a.pop("alphas_cumprod"), **a)
 
 
-def dpm(**changes):
+def dpm(timesteps=(0, 500), **changes):
     from deepcache_ref import samplers
 
-    return lambda: samplers.dpm_solver_pp_sample(_t1(), torch.zeros(1, 3, 16, 16), [0, 500], AC, **changes)
+    return lambda: samplers.dpm_solver_pp_sample(_t1(), torch.zeros(1, 3, 16, 16), list(timesteps), AC, **changes)
 
 
 def schedule(*args, **kwargs):
@@ -1198,6 +1198,33 @@ def lib_pipeline_float_seed():
     P.Pipeline(P.build_model(cfg), "cpu").sample_x0([1.5], cfg.sampling)
 
 
+def adm_sample(labels, channels=3):
+    """ddim_sample on a tiny ADM U-Net (class-conditional, 10 classes) with labels `labels`."""
+    from deepcache_ref import samplers
+    from deepcache_ref.ldm import adm_unet
+
+    adm = adm_unet(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", class_cond=True,
+                   attention_resolutions="8")
+    adm.label_emb = torch.nn.Embedding(10, adm.label_emb.embedding_dim)
+    adm.num_classes = 10
+    samplers.ddim_sample(adm, torch.zeros(2, channels, 16, 16), [0, 500], AC, model_kwargs={"y": labels})
+
+
+def pipeline_sample(**changes):
+    import deepcache_ref as P
+
+    cfg = P.load_config("digits")
+    classes = changes.pop("classes", None)
+    P.Pipeline(P.build_model(cfg), "cpu").sample_x0([0], dataclasses.replace(cfg.sampling, **changes), classes=classes)
+
+
+def ldm_steps_300():
+    import deepcache_ref as P
+
+    model = tiny_ldm()
+    P.check_sampling(model, dataclasses.replace(model.config.sampling, steps=300))
+
+
 def lib_guidance_string_scale():
     from deepcache_ref import samplers
 
@@ -1221,7 +1248,7 @@ NEW_LIBRARY_CASES = [
     pytest.param(ddim(timesteps=[True, 500]), "timesteps\\[0\\] must be an integer, got True", id="timesteps-bool"),
     pytest.param(ddim(timesteps=5), "timesteps must be a sequence of integers", id="timesteps-an-int"),
     pytest.param(ddim(alphas_cumprod=AC[None]), "alphas_cumprod must be a 1-D floating tensor", id="alphas-2-dims"),
-    pytest.param(ddim(alphas_cumprod=with_value(AC, 3, 0.0)), "alphas_cumprod must lie in \\(0, 1\\]",
+    pytest.param(ddim(alphas_cumprod=with_value(AC, 3, 0.0)), "alphas_cumprod must lie in \\(0, 1\\)",
                  id="alphas-with-0"),
     pytest.param(ddim(alphas_cumprod=with_value(AC, 3, float("nan"))), "alphas_cumprod must lie in", id="alphas-nan"),
     pytest.param(ddim(alphas_cumprod=with_value(AC, 3, 1.5)), "alphas_cumprod must lie in", id="alphas-above-1"),
@@ -1235,8 +1262,46 @@ NEW_LIBRARY_CASES = [
     pytest.param(ddim(model_kwargs={"y": torch.zeros(3, dtype=torch.long)}),
                  "model_kwargs\\['y'\\] has shape \\[3\\]: it needs one row per image of the batch \\(1\\)",
                  id="model_kwargs-rows"),
-    pytest.param(ddim(model_kwargs={"y": torch.zeros(1)}), "model_kwargs\\['y'\\] holds class labels and must be an "
-                 "integer tensor", id="model_kwargs-float-labels"),
+    pytest.param(ddim(model_kwargs={"y": torch.zeros(1)}), "model_kwargs\\['y'\\] holds class labels: it must be an "
+                 "int64 tensor", id="model_kwargs-float-labels"),
+    pytest.param(ddim(model_kwargs={"y": [1]}), "model_kwargs\\['y'\\] holds class labels: it must be an int64 "
+                 "tensor \\[B\\], got list", id="model_kwargs-labels-list"),
+    pytest.param(ddim(model_kwargs=[("y", 1)]), "model_kwargs must be a dict", id="model_kwargs-not-a-dict"),
+    pytest.param(lambda: adm_sample(torch.tensor([1, 1000])), "class labels must be in 0..9, got \\[1, 1000\\]",
+                 id="model_kwargs-label-beyond-the-embedding"),
+    pytest.param(lambda: adm_sample(torch.tensor([1, 2]), channels=4), "x_T has 4 channels, the U-Net takes 3",
+                 id="x_T-channels-openaimodel"),
+    pytest.param(ddim(alphas_cumprod=with_value(AC, 0, 1.0)), "alphas_cumprod must lie in \\(0, 1\\)",
+                 id="alphas-with-1"),
+    pytest.param(ddim(alphas_cumprod=AC.flip(0)), "alphas_cumprod must decrease as t grows", id="alphas-increasing"),
+    pytest.param(ddim(final_alpha_cumprod=0.5), "final_alpha_cumprod be at least", id="final-alpha-below-the-first"),
+    pytest.param(dpm(timesteps=[0, 0, 500]), "DPM-Solver\\+\\+ needs distinct timesteps", id="dpm-repeated-timesteps"),
+    pytest.param(ddim(cache=5), "cache must be a CacheSchedule", id="cache-an-int"),
+    pytest.param(ddim(eta=10 ** 400), "eta must be a number in \\[0, 1\\]", id="eta-huge-int"),
+    pytest.param(ddim(final_alpha_cumprod=torch.tensor(0.5, device="meta")), "final_alpha_cumprod is a tensor on the "
+                 "meta device", id="final-alpha-on-meta"),
+    pytest.param(ddim(timesteps=torch.tensor(5)), "timesteps must be integers, got a torch.int64 tensor of shape \\[\\]",
+                 id="timesteps-0-dim"),
+    pytest.param(ddim(eta=0.5, noise_fn=5), "noise_fn must be a function", id="noise_fn-not-callable"),
+    pytest.param(schedule(2, 1, "power", power=10 ** 400), "needs a finite power > 0", id="CacheSchedule-power-huge"),
+    pytest.param(lambda: __import__("deepcache_ref").samplers.plms_sample(_t1(), torch.zeros(1, 3, 16, 16), [0, 500],
+                                                                          AC, eta=torch.zeros(2)),
+                 "eta must be a number in \\[0, 1\\]", id="plms-eta-two-elements"),
+    pytest.param(lambda: __import__("deepcache_ref").samplers.ClassifierFreeGuidance(_t1(), 2.0, None),
+                 "uncond_context must be a tensor", id="ClassifierFreeGuidance-uncond-None"),
+    pytest.param(rng(), "no seeds", id="PerImageRNG-empty"),
+    pytest.param(lambda: __import__("deepcache_ref").samplers.PerImageRNG(4), "seeds must be a sequence of integers",
+                 id="PerImageRNG-an-int"),
+    pytest.param(lib_make_timesteps(10, "uniform", 1000, 1.5), "offset must be an integer, got 1.5",
+                 id="make_timesteps-offset-float"),
+    pytest.param(lambda: pipeline_sample(classes=[3]), "--classes applies to class-conditional models only",
+                 id="Pipeline-classes-on-unconditional"),
+    pytest.param(lambda: pipeline_sample(cache_branch=100, cache_interval=1), "cache branch 100 is out of range",
+                 id="Pipeline-checks-its-sampling-section"),
+    pytest.param(lambda: pipeline_sample(sampler="dpm++", skip_type="quad", steps=100),
+                 "dpm\\+\\+ needs distinct timesteps", id="Pipeline-dpm-quad"),
+    pytest.param(lambda: ldm_steps_300(), "sampling.steps=300 with skip_type uniform visits timestep 1000",
+                 id="check_sampling-ldm-steps-beyond-the-schedule"),
     pytest.param(ddim(model_kwargs={"y": torch.zeros(1, dtype=torch.long, device="meta")}),
                  "model_kwargs\\['y'\\] is on meta", id="model_kwargs-device"),
     pytest.param(dpm(order=2.0), "DPM-Solver\\+\\+ order must be an integer, got 2.0", id="dpm-order-float"),
