@@ -7,6 +7,7 @@ that exists is used as it is (a YAML file, or a diffusers folder); otherwise a b
 path that does not exist, which is an error.
 """
 
+import os
 from pathlib import Path
 
 from .catalogue import DIFFUSERS_REPOS, downloadable
@@ -25,7 +26,7 @@ def family_of(cfg):
     for family in FAMILIES:
         if type(cfg) is family.config_type:
             return family
-    raise TypeError(f"not a config of a known model family: {type(cfg).__name__} (use deepcache_ref.load_config)")
+    raise ConfigError(f"not a config of a known model family: {type(cfg).__name__} (use deepcache_ref.load_config)")
 
 
 def _bundled(name):
@@ -43,6 +44,10 @@ def _looks_like_path(text):
 
 def load_config(name_or_path, overrides=()):
     """A validated config by bare name, YAML path or diffusers folder, plus `key=value` overrides."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ConfigError(f"a config is a bundled name or a path, got {type(name_or_path).__name__}")
+    if isinstance(overrides, (str, bytes)) or not hasattr(overrides, "__iter__"):
+        raise ConfigError(f"overrides are a list of key=value strings, got {overrides!r}")
     for item in overrides:
         if "=" not in str(item):
             raise ConfigError(f"expected key=value, got {item!r}")

@@ -10,7 +10,7 @@ from .errors import UserError
 from .families import family_of
 from .fast import FastPath
 from .core.values import as_ints
-from .samplers import SAMPLERS, CacheSchedule, GraphedRun, PerImageRNG, sampler
+from .samplers import SAMPLERS, CacheSchedule, DiffusionModel, GraphedRun, PerImageRNG, sampler
 from .samplers.registry import all_options
 
 
@@ -108,7 +108,16 @@ class Pipeline:
     """
 
     def __init__(self, model, device="cpu", fast=FastPath()):
-        self.device, self.fast = torch.device(device), fast
+        if not isinstance(model, DiffusionModel):
+            raise UserError(f"Pipeline takes a model from deepcache_ref.load_model / build_model, got "
+                            f"{type(model).__name__}")
+        if not isinstance(fast, FastPath):
+            raise UserError(f"fast must be a FastPath (e.g. FastPath.parse('eager:fp16')), got {fast!r}")
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise UserError(f"device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+        self.device, self.fast = device, fast
         fast.check(self.device)
         self.model = model.to(self.device).eval()
         fast.apply(self.model.unet)
@@ -121,6 +130,9 @@ class Pipeline:
         (latents for LDM). `cache` overrides the section's schedule; `wrap(denoiser)` replaces the
         denoiser the sampler calls (e.g. to time it; not with a whole-run CUDA graph)."""
         s = sampling
+        if not all(hasattr(s, key) for key in ("sampler", "steps", "skip_type", "cache_interval")):
+            raise UserError(f"sampling must be a config's sampling section (load_config(...).sampling), got "
+                            f"{type(s).__name__}")
         classes = as_ints(classes, "classes") if classes is not None else None
         check_sampling(self.model, s, classes)  # every value, before any work
         rng = PerImageRNG(seeds, self.device)

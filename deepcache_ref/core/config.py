@@ -59,7 +59,10 @@ def load_structured(data, schema, overrides=(), source="config"):
             raise ConfigError(f"{source}: missing required key(s): {', '.join(missing)}")
         return OmegaConf.to_object(cfg)
     except (ConfigKeyError, ConfigAttributeError) as e:
-        raise ConfigError(f"{source}: unknown config key {e.full_key!r} ({str(e).splitlines()[0]})") from None
+        key = str(e.full_key)
+        key = key if len(key) <= 60 else key[:57] + "..."
+        raise ConfigError(f"{source}: unknown config key {key!r}: a config has the sections of its family "
+                          "(model:, sampling:, ...)") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"{source}: invalid value for {e.full_key!r}: {str(e).splitlines()[0]}") from None
 
@@ -71,4 +74,6 @@ def read_yaml(path):
         raise ConfigError(f"{path}: not a readable YAML file ({str(e).strip().splitlines()[0] if str(e).strip() else e!r})") from None
     if not isinstance(data, DictConfig):
         raise ConfigError(f"{path}: a config is a mapping of sections (model:, sampling:, ...), not a {type(data).__name__}")
+    if len(data) == 0:
+        raise ConfigError(f"{path} is empty: a config is a mapping of sections (model:, sampling:, ...)")
     return data

@@ -740,6 +740,11 @@ CASES = [
          build=empty_folder_named_like_a_config),
     case("config-folder-without-scheduler", "sample", ["--config", "{bad}"], "scheduler_config.json",
          build=diffusers_folder_without_scheduler),
+    case("config-empty-file", "sample", ["--config", "{bad}"], "{bad} is empty",
+         build=lambda ctx: {"bad": (p := ctx["tmp"] / "empty.yaml", p.write_text(""))[0]}),
+    case("config-long-unknown-key", "sample", ["--config", "{bad}"], "unknown config key",
+         build=lambda ctx: {"bad": (p := ctx["tmp"] / "passwd.yaml", p.write_text(
+             "root:x:0:0:root:/root:/bin/bash-and-a-line-long-enough-to-need-shortening-in-a-message: 1\n"))[0]}),
     case("config-binary", "sample", ["--config", "{bad}"], "{bad}", build=truncated_ckpt),
     case("override-steps-float", "sample", ["sampling.steps=2.5"], "sampling.steps"),
     case("override-steps-nan", "sample", ["sampling.steps=nan"], "sampling.steps"),
@@ -1337,5 +1342,36 @@ NEW_LIBRARY_CASES = [
 
 @pytest.mark.parametrize("call, match", NEW_LIBRARY_CASES)
 def test_library_checks_arguments_against_the_model(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def lib_pipeline(*args, **kwargs):
+    import deepcache_ref as P
+
+    return lambda: P.Pipeline(*args, **kwargs)
+
+
+MORE_LIBRARY_CASES = [
+    pytest.param(lib_load_config(None), "a config is a bundled name or a path, got NoneType", id="load_config-None"),
+    pytest.param(lib_load_config("digits", "sampling.steps=5"), "overrides are a list", id="load_config-overrides-str"),
+    pytest.param(lambda: __import__("deepcache_ref").build_model("digits"), "not a config of a known model family",
+                 id="build_model-a-name"),
+    pytest.param(lib_pipeline(None), "Pipeline takes a model from deepcache_ref.load_model", id="Pipeline-None"),
+    pytest.param(lambda: lib_pipeline(_digits()[1], "cpu", "fp16")(), "fast must be a FastPath", id="Pipeline-fast-str"),
+    pytest.param(lambda: lib_pipeline(_digits()[1], "foo")(), "device 'foo' is not a torch device", id="Pipeline-device"),
+    pytest.param(lambda: pipeline_sample_section(None), "sampling must be a config's sampling section",
+                 id="Pipeline-sample-section-None"),
+]
+
+
+def pipeline_sample_section(section):
+    import deepcache_ref as P
+
+    P.Pipeline(P.build_model(P.load_config("digits")), "cpu").sample_x0([0], section)
+
+
+@pytest.mark.parametrize("call, match", MORE_LIBRARY_CASES)
+def test_library_checks_the_types_of_its_entry_points(call, match):
     with pytest.raises(ValueError, match=match):
         call()
