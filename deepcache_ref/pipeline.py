@@ -1,6 +1,5 @@
 """One sampling pipeline for every model family: seeds -> initial noise -> sampler -> decoded images."""
 
-import math
 from functools import partial
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 from .errors import UserError
 from .families import family_of
 from .fast import FastPath
-from .core.values import as_ints
+from .core.values import as_ints, as_number
 from .samplers import SAMPLERS, CacheSchedule, DiffusionModel, GraphedRun, PerImageRNG, sampler
 from .samplers.registry import all_options
 
@@ -25,8 +24,8 @@ def cache_schedule(s):
 
 
 def _finite(name, value):
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-        raise UserError(f"{name} must be a finite number, got {value!r}")
+    if value is not None:
+        as_number(value, name)
 
 
 def check_sampling(model, s, classes=None):

@@ -12,25 +12,15 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
 from deepcache_ref.catalogue import INCEPTION_NAME
 from deepcache_ref.core.checkpoint import checkpoint_root
 from deepcache_ref.errors import UserError
-from deepcache_ref.evaluation.fid import frechet_distance, is_statistics, load_inception, statistics_of
+from deepcache_ref.evaluation.fid import (frechet_distance, is_statistics, is_statistics_file, load_inception,
+                                          statistics_of)
 from deepcache_ref.fast import resolve_device
 from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
 from deepcache_ref.runs.files import claim_outputs, json_record, write_json, write_npz
 from deepcache_ref.runs.versions import versions
-
-
-def is_statistics_file(path):
-    """Whether `path` holds pytorch-fid statistics (mu, sigma) and nothing else."""
-    try:
-        with np.load(path) as f:
-            return set(f.files) == {"mu", "sigma"}
-    except (OSError, ValueError, EOFError):
-        return False
 
 
 def main(argv=None):

@@ -20,9 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from deepcache_ref.errors import UserError
+from deepcache_ref.evaluation.fid import is_statistics_file
 from deepcache_ref.families import checkpoint_file, load_config
 from deepcache_ref.runs.cli import ArgumentParser, positive_int, run
 from deepcache_ref.runs.files import claim_outputs, text_record, write_text
@@ -88,12 +87,7 @@ def check_inputs(table, args):
     if table == "ddpm":
         for config in PAPER[table]:
             ref = REPO / reference(args, config)  # the steps run in the checkout (an absolute path stays as it is)
-            try:
-                with np.load(ref) as f:
-                    ok = set(f.files) == {"mu", "sigma"}
-            except (OSError, ValueError, EOFError):
-                ok = False
-            if not ok:
+            if not is_statistics_file(ref):
                 raise UserError(f"{ref}: not the pytorch-fid statistics (mu, sigma) of {config}, which its FID step "
                                 f"reads after 50k samples; make them with `scripts/fid.py DATA --save-stats {ref}` or "
                                 f"give --ref {config}=STATS.npz")

@@ -1,6 +1,7 @@
 import collections
 import hashlib
 import os
+import socket
 import sys
 import types
 from pathlib import Path
@@ -159,6 +160,13 @@ def t1_run(tmp_path):
         "checkpoint: {file: t1.ckpt}\n"
     )
     return cfg, ckpt
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (for a rendezvous of test processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Exploit:

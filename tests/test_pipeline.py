@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 import deepcache_ref
-from conftest import tiny_ldm
+from conftest import free_port, tiny_ldm
 from deepcache_ref import FastPath, Pipeline, SeedRanges, build_model, check_sampling, ddpm, load_config
 from deepcache_ref.runs.files import NoSpaceError, create_exclusive, image_ok, remove_stale_temps, temp_path, write_png
 from deepcache_ref.runs.record import default_outdir, first_difference, run_settings
@@ -167,11 +167,7 @@ def _rank(rank, port, device_name, results):
 def test_bookkeeping_runs_on_gloo_with_cpu_tensors_whatever_the_sampling_device():
     """The collectives take CPU tensors on a gloo group, which accepts them, also for CUDA runs:
     NCCL (which refuses CPU tensors) is never used."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     mp.spawn(_rank, args=(port, "cuda:0", results), nprocs=2)
     assert dict(results) == {0: ("gloo", 2, 1.0, 2.0), 1: ("gloo", 2, 1.0, 2.0)}

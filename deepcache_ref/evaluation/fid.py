@@ -163,6 +163,15 @@ def read_statistics(path, dims):
     return mu, sigma
 
 
+def is_statistics_file(path):
+    """Whether `path` is an npz of pytorch-fid statistics (mu, sigma) and nothing else; never raises."""
+    try:
+        with _npz(path) as f:
+            return set(f.files) == {"mu", "sigma"}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return False
+
+
 def is_statistics(path):
     path = Path(path)
     if path.suffix != ".npz":

@@ -91,13 +91,6 @@ def alphas_cumprod_list(alphas_cumprod):
 KINDS = ("uniform", "nonuniform", "power", "explicit")
 
 
-def _finite(v):
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an integer beyond any float
-        return False
-
-
 def _is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
@@ -148,8 +141,11 @@ class CacheSchedule:
         if not _is_int(self.branch) or self.branch < 0:
             raise UserError(f"cache branch must be an integer >= 0, got {self.branch!r}")
         if self.kind in ("nonuniform", "power"):
-            if not isinstance(self.power, numbers.Real) or isinstance(self.power, bool) \
-                    or not _finite(self.power) or self.power <= 0:
+            try:
+                power = as_number(self.power, "power")
+            except UserError:
+                power = None
+            if power is None or power <= 0:
                 raise UserError(f"a {self.kind} cache schedule needs a finite power > 0, got {self.power!r}")
         if self.kind == "nonuniform" and (self.center is None or not _is_int(self.center)):
             raise UserError(f"a nonuniform cache schedule needs an integer center step, got {self.center!r}")

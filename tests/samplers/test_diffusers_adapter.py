@@ -105,3 +105,15 @@ def test_freeu_is_refused():
         setattr(module.up_blocks[1], name, value)
     with pytest.raises(UserError, match="FreeU"):
         adapt_unet(module)
+
+
+def test_the_hub_cifar10_unet_has_the_branch_count_the_readme_gives():
+    """README's table: google/ddpm-cifar10-32 has 12 cache branches (4 up blocks of 3 resnets)."""
+    import json
+
+    from conftest import FIXTURES
+
+    config = json.loads((FIXTURES / "diffusers/hub_configs/ddpm-cifar10-32/config.json").read_text())
+    with torch.device("meta"):
+        unet = diffusers.UNet2DModel.from_config(config)
+    assert adapt_unet(unet).num_branches == 12

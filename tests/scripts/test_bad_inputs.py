@@ -14,7 +14,6 @@ import os
 import runpy
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from PIL import Image
 
 import deepcache_ref.runs.cli
 import deepcache_ref.runs.distributed
-from conftest import FIXTURES, REPO, SCRIPTS, Exploit, tiny_ddpm, tiny_ldm
+from conftest import FIXTURES, REPO, SCRIPTS, Exploit, free_port, tiny_ddpm, tiny_ldm
 from local_server import local_server
 
 KEEP = b"keep me: bytes the failed run must not touch\n"
@@ -257,21 +256,24 @@ def stats_and_plain_file(ctx):
     return {**stats_and_out_dir(ctx), **out_under_file(ctx)}
 
 
-def free_port(ctx):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return {"port": s.getsockname()[1]}
+def unused_port(ctx):
+    return {"port": free_port()}
+
+
+def written(files, where="out", key=None):
+    """A builder that writes `files` ({name: bytes or text}) under {where}; with `key`, the one file's path
+    becomes that placeholder (e.g. {bad})."""
+    def build(ctx):
+        for name, data in files.items():
+            (p := ctx[where] / name).parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return {key: p} if key else {}
+    return build
 
 
 def foreign_files(*names):
     """Files of the user's own (notes, results of another tool) where a script would write."""
-    def build(ctx):
-        for name in names:
-            (p := ctx["out"] / name).parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(KEEP)
-        return {}
-    build.__name__ = f"foreign_{'_'.join(names)}"
-    return build
+    return written(dict.fromkeys(names, KEEP))
 
 
 def out_folder(name):
@@ -310,10 +312,7 @@ def schedule_file(text=None, **changes):
 
 
 def settings_file(text):
-    def build(ctx):
-        (ctx["out"] / "settings.json").write_text(text)
-        return {}
-    return build
+    return written({"settings.json": text})
 
 
 def save_npz(ctx, name, **arrays):
@@ -514,7 +513,7 @@ CASES = [
     case("slurm-ntasks-abc", "sample", [], "SLURM_NTASKS", env={"SLURM_PROCID": "0", "SLURM_NTASKS": "abc"}),
     case("slurm-without-scontrol", "sample", [], "scontrol", marks=NO_SCONTROL,
          env={"SLURM_PROCID": "0", "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "node[1-2]"}),
-    case("rendezvous-timeout", "sample", [], "127.0.0.1:{port}", build=free_port,
+    case("rendezvous-timeout", "sample", [], "127.0.0.1:{port}", build=unused_port,
          env={"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "{port}"}),
     # fid.py
     case("samples-missing", "fid", ["{tmp}/nope", "{tmp}/nope2"], "{tmp}/nope does not exist"),
@@ -591,8 +590,7 @@ CASES = [
     case("out-root", "benchmark", ["--out", "/"], "--out / is a folder"),
     case("out-dot-dot", "benchmark", ["--out", ".."], "--out .. is a folder"),
     case("out-md-of-the-user-beside-a-record", "benchmark", [], "{out}/bench.md exists and is not a file this script",
-         build=lambda ctx: {"_": [(ctx["out"] / "bench.json").write_text('{"device": "cpu", "args": {}, "rows": []}'),
-                                  (ctx["out"] / "bench.md").write_bytes(KEEP)]}),
+         build=written({"bench.json": '{"device": "cpu", "args": {}, "rows": []}', "bench.md": KEEP})),
     case("variants-abc", "benchmark", ["--variants", "abc"], "'abc'"),
     case("repeats-0", "benchmark", ["--repeats", "0"], "--repeats"),
     # plan.py
@@ -639,8 +637,7 @@ CASES = [
     case("out-trailing-slash", "plan", ["--out", "{out}/"], "is a folder: give a prefix"),
     case("out-an-existing-folder", "plan", ["--out", "{out}"], "is a folder: give a prefix"),
     case("out-png-of-the-user-beside-a-record", "plan", [], "{out}/plan.png exists and is not a file this script",
-         build=lambda ctx: {"_": [(ctx["out"] / "plan.json").write_text(
-             '{"baseline": {}, "candidates": [], "recommended": null}'), (ctx["out"] / "plan.png").write_bytes(KEEP)]}),
+         build=written({"plan.json": '{"baseline": {}, "candidates": [], "recommended": null}', "plan.png": KEEP})),
     case("out-md-is-a-folder", "plan", [], "{out}/plan.md is a folder", build=out_folder("plan.md")),
     # reproduce.py
     case("gpus-0", "reproduce", ["ddpm", "--gpus", "0"], "--gpus"),
@@ -660,13 +657,11 @@ CASES = [
                                              "--ref", "lsun_church={stats}"], "checkpoint not found", build=npz_stats,
          marks=pytest.mark.skipif((REPO / "checkpoints/diffusion_models_converted").exists(), reason="weights present")),
     case("collect-fid-not-a-number", "reproduce", ["ddpm", "--collect"], "fid.json: fid is 'abc', not a number",
-         build=lambda ctx: {**foreign_files("cifar10-N2/fid.json")(ctx),
-                            "_": (ctx["out"] / "cifar10-N2/fid.json").write_text('{"fid": "abc"}')}),
+         build=written({"cifar10-N2/fid.json": '{"fid": "abc"}'})),
     case("collect-benchmark-rows-malformed", "reproduce", ["ddpm", "--collect"], "rows is not a list",
-         build=lambda ctx: {"_": (ctx["out"] / "cifar10-benchmark.json").write_text('{"rows": "abc"}')}),
+         build=written({"cifar10-benchmark.json": '{"rows": "abc"}'})),
     case("collect-benchmark-row-without-speedup", "reproduce", ["ddpm", "--collect"], "a DeepCache row has no",
-         build=lambda ctx: {"_": (ctx["out"] / "cifar10-benchmark.json").write_text(
-             '{"rows": [{"method": "DeepCache", "N": 2}]}')}),
+         build=written({"cifar10-benchmark.json": '{"rows": [{"method": "DeepCache", "N": 2}]}'})),
     case("adm-evaluator-absent", "reproduce", ["ldm"], "evaluator.py is missing",
          marks=pytest.mark.skipif((REPO / "guided-diffusion").exists(), reason="a guided-diffusion checkout is present")),
     case("collect-over-a-foreign-table", "reproduce", ["ddpm", "--collect"], "table_ddpm.md exists and is not a file",
@@ -729,7 +724,7 @@ CASES = [
     case("stats-not-a-covariance", "fid", ["{bad}", "{bad}"], "{bad}: sigma is not a covariance matrix",
          build=lambda ctx: {"bad": save_npz(ctx, "negdef.npz", mu=np.zeros(64), sigma=-np.eye(64))}),
     case("npz-zip-signature-then-garbage", "fid", ["{bad}", "{bad}"], "{bad}",
-         build=lambda ctx: {"bad": (p := ctx["tmp"] / "pk.npz", p.write_bytes(b"PK\x03\x04garbage"))[0]}),
+         build=written({"pk.npz": b"PK\x03\x04garbage"}, "tmp", "bad")),
     case("save-stats-not-npz", "fid", ["{stats}", "--save-stats", "{out}/x.png"], "give a name ending in .npz",
          build=npz_stats),
     case("reference-stats-checked-before-the-images", "fid", ["{samples}", "{bad}", "--inception-weights", "{tmp}/no.pth"],
@@ -741,10 +736,10 @@ CASES = [
     case("config-folder-without-scheduler", "sample", ["--config", "{bad}"], "scheduler_config.json",
          build=diffusers_folder_without_scheduler),
     case("config-empty-file", "sample", ["--config", "{bad}"], "{bad} is empty",
-         build=lambda ctx: {"bad": (p := ctx["tmp"] / "empty.yaml", p.write_text(""))[0]}),
+         build=written({"empty.yaml": ""}, "tmp", "bad")),
     case("config-long-unknown-key", "sample", ["--config", "{bad}"], "unknown config key",
-         build=lambda ctx: {"bad": (p := ctx["tmp"] / "passwd.yaml", p.write_text(
-             "root:x:0:0:root:/root:/bin/bash-and-a-line-long-enough-to-need-shortening-in-a-message: 1\n"))[0]}),
+         build=written({"passwd.yaml": "root:x:0:0:root:/root:/bin/bash-and-a-line-long-enough-to-need-shortening-in-"
+                                       "a-message: 1\n"}, "tmp", "bad")),
     case("config-binary", "sample", ["--config", "{bad}"], "{bad}", build=truncated_ckpt),
     case("override-steps-float", "sample", ["sampling.steps=2.5"], "sampling.steps"),
     case("override-steps-nan", "sample", ["sampling.steps=nan"], "sampling.steps"),

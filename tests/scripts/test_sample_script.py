@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SCRIPTS
+from conftest import SCRIPTS, free_port
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # bitwise equality needs equal thread counts
 SAMPLE = {}
@@ -231,12 +231,8 @@ def test_two_processes_on_one_folder_write_the_images_of_one(tmp_path, t1_run, r
 
 @pytest.mark.slow
 def test_sigterm_to_one_of_two_gloo_ranks_stops_both_resumably(tmp_path, t1_run):
-    import socket
-
     cfg, ckpt = t1_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "out"
     cmd = [sys.executable, str(SCRIPTS / "sample.py"), "--config", str(cfg), "--ckpt", str(ckpt), "--steps", "30",
            "--seeds", "0-199", "--batch-size", "2", "--outdir", str(out)]
@@ -277,12 +273,8 @@ def test_a_full_disk_is_a_short_error_and_leaves_no_partial_file(tmp_path, t1_ru
 
 @pytest.mark.slow
 def test_ranks_started_with_different_arguments_stop_with_an_error_not_a_hang(tmp_path, t1_run):
-    import socket
-
     cfg, ckpt = t1_run
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, str(SCRIPTS / "sample.py"), "--config", str(cfg), "--ckpt", str(ckpt), "--steps", "2",
            "--outdir", str(tmp_path / "out")]
     procs = [subprocess.Popen(cmd + ["--seeds", seeds], env={**ENV, "RANK": str(r), "WORLD_SIZE": "2",
